@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# edgewatch quick start, on the default (CPU) setup:
+#   installs what is missing (mosquitto, the model), builds, starts a broker
+#   on 127.0.0.1:1883 (or uses the one already there), runs the daemon on
+#   ./run/inbox, drops sample 1080p images into it and prints the detection
+#   messages as a subscriber receives them.
+# Usage: ./deploy/quickstart.sh [--keep]   (--keep leaves the daemon running)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+keep=false
+[[ "${1:-}" == "--keep" ]] && keep=true
+samples=${SAMPLES:-3}
+
+say() { printf '\n== %s\n' "$*"; }
+
+command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from your distribution or rustup.rs" >&2; exit 1; }
+say "system packages"
+./deploy/install-deps.sh
+say "model"
+./engines/fetch-models.sh
+say "build (release; the first build takes several minutes)"
+cargo build --release --locked --bin edgewatch --example make_samples
+
+mkdir -p run
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+$keep || trap cleanup EXIT
+
+port_open() { (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; }
+say "broker"
+if port_open; then
+  echo "using the MQTT broker already listening on 127.0.0.1:1883"
+else
+  printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\n' > run/mosquitto.conf
+  mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  "$mosquitto_bin" -c run/mosquitto.conf > run/mosquitto.log 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do port_open && break; sleep 0.1; done
+  port_open || { echo "error: mosquitto did not start; see run/mosquitto.log" >&2; exit 1; }
+  echo "started mosquitto on 127.0.0.1:1883 (log: run/mosquitto.log)"
+fi
+
+say "subscriber: mosquitto_sub -t 'edgewatch/#'"
+mosquitto_sub -h 127.0.0.1 -p 1883 -t 'edgewatch/quickstart/+/detections' -C "$samples" -W 300 > run/messages.jsonl &
+sub=$!
+
+say "daemon: target/release/edgewatch run --config deploy/quickstart.toml"
+./target/release/edgewatch check-config deploy/quickstart.toml
+./target/release/edgewatch run --config deploy/quickstart.toml 2> >(tee run/edgewatch.log >&2) &
+daemon=$!
+pids+=($daemon)
+for _ in $(seq 100); do grep -q "edgewatch ready" run/edgewatch.log 2>/dev/null && break; sleep 0.1; done
+
+say "dropping $samples sample images into run/inbox"
+./target/release/examples/make_samples run/inbox "$samples" > run/truth.jsonl
+
+if wait "$sub"; then
+  say "detection messages received ($samples):"
+  if command -v python3 >/dev/null; then
+    python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    print(f"{m[\"id\"]}  {m[\"image\"][\"path\"]}  {len(m[\"detections\"])} boxes  {m[\"timing_ms\"][\"total\"]} ms")
+    for d in m["detections"][:3]:
+        print(f"    {d[\"label\"]} {d[\"score\"]:.2f} box={d[\"box\"]}")
+' run/messages.jsonl
+  else
+    cat run/messages.jsonl
+  fi
+  echo "(full messages in run/messages.jsonl; processed images in run/done/)"
+else
+  echo "error: no messages within 300 s; see run/edgewatch.log" >&2
+  exit 1
+fi
+
+if $keep; then
+  echo "daemon left running (pid $daemon); drop images into run/inbox; stop it with: kill $daemon"
+else
+  say "stopping (SIGTERM)"
+  kill -TERM "$daemon"; wait "$daemon" || true
+fi

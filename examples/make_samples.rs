@@ -1,0 +1,27 @@
+//! Writes seeded 1080p sample images with text at known places.
+//! Usage: cargo run --example make_samples -- OUT_DIR [COUNT] [WIDTH HEIGHT]
+
+#[path = "../tests/common/textimg.rs"]
+mod textimg;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = std::path::PathBuf::from(args.first().map(String::as_str).unwrap_or("samples"));
+    let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let width: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1920);
+    let height: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1080);
+    std::fs::create_dir_all(&out).expect("create the output directory");
+    for i in 0..count {
+        let (img, boxes) = textimg::render(width, height, 1000 + i, 8, 26, 44);
+        // Written under a temporary name and renamed, as a camera uploader should.
+        let tmp = out.join(format!(".sample-{i:03}.jpg"));
+        let dest = out.join(format!("sample-{i:03}.jpg"));
+        img.save(&tmp).expect("write sample");
+        std::fs::rename(&tmp, &dest).expect("rename sample");
+        let truth: Vec<_> = boxes
+            .iter()
+            .map(|b| serde_json::json!({"text": b.text, "box": b.bbox}))
+            .collect();
+        println!("{}", serde_json::json!({"file": dest, "truth": truth}));
+    }
+}

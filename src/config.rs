@@ -1,0 +1,367 @@
+//! Loads the TOML configuration and composes the section structs, which live
+//! beside the components they configure. Every error names the file, the key
+//! and what to do.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::decode::db::DbConfig;
+use crate::infer::ModelConfig;
+use crate::sink::mqtt::MqttConfig;
+use crate::source::SourceConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// MQTT client id and topic segment.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// The one memory number an operator sets; see `budget.rs` (later issue).
+    #[serde(default = "default_budget")]
+    pub memory_budget_mb: u64,
+    /// The model to run.
+    pub model: ModelConfig,
+    /// Post-processing thresholds for the model family.
+    #[serde(default)]
+    pub decode: DbConfig,
+    /// Where frames come from (`[[source]]` tables).
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Where detections go.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+}
+
+fn default_device() -> String {
+    "edgewatch".to_string()
+}
+
+fn default_budget() -> u64 {
+    256
+}
+
+/// What the configuration will be used for: `detect` needs only the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// One-shot detection on files given on the command line.
+    Detect,
+    /// The daemon: sources and MQTT are required.
+    Run,
+}
+
+/// One problem with a configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    /// Dotted key, e.g. `model.path` or `source[0].path`; empty for syntax errors.
+    pub key: String,
+    /// Line in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file that was read.
+    pub file: PathBuf,
+    /// At least one problem.
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "config error: {}", self.file.display())?;
+            if let Some(line) = issue.line {
+                write!(f, ":{line}")?;
+            }
+            if !issue.key.is_empty() {
+                write!(f, ": key `{}`", issue.key)?;
+            }
+            write!(f, ": {}", issue.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path` for `purpose`. Relative paths inside
+    /// the file are resolved against the file's own directory, so a config
+    /// works the same whatever directory the daemon is started from.
+    pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            issues: vec![ConfigIssue {
+                key: String::new(),
+                line: None,
+                reason: format!("cannot read the file ({e}); check the path and its permissions"),
+            }],
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml(&text, &base, purpose).map_err(|issues| ConfigError {
+            file: path.to_path_buf(),
+            issues,
+        })
+    }
+
+    /// Parses and validates TOML text; relative paths are resolved against `base`.
+    pub fn from_toml(
+        text: &str,
+        base: &Path,
+        purpose: Purpose,
+    ) -> Result<Config, Vec<ConfigIssue>> {
+        let mut config = parse(text)?;
+        config.resolve_paths(base);
+        let issues = config.validate(purpose);
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(issues)
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.model.path);
+        for source in &mut self.sources {
+            source.resolve_paths(&resolve);
+        }
+    }
+
+    /// Every semantic problem, not just the first, so one `check-config`
+    /// run tells the operator everything to fix.
+    pub fn validate(&self, purpose: Purpose) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut bad = |key: &str, reason: String| {
+            issues.push(ConfigIssue {
+                key: key.to_string(),
+                line: None,
+                reason,
+            })
+        };
+        if let Err(reason) = check_topic_segment(&self.device) {
+            bad("device", reason);
+        }
+        if self.memory_budget_mb == 0 {
+            bad("memory_budget_mb", "must be greater than 0".into());
+        }
+        for (key, reason) in self.model.validate() {
+            bad(&format!("model.{key}"), reason);
+        }
+        for (key, reason) in self.decode.validate() {
+            bad(&format!("decode.{key}"), reason);
+        }
+        if purpose == Purpose::Run {
+            if self.sources.is_empty() {
+                bad(
+                    "source",
+                    "no [[source]] is configured; add one, e.g. [[source]] name = \"inbox\" kind = \"folder\" path = \"/var/lib/edgewatch/inbox\"".into(),
+                );
+            }
+            match &self.mqtt {
+                None => bad(
+                    "mqtt",
+                    "the [mqtt] section is missing; add [mqtt] url = \"mqtt://127.0.0.1:1883\""
+                        .into(),
+                ),
+                Some(m) => {
+                    for (key, reason) in m.validate() {
+                        bad(&format!("mqtt.{key}"), reason);
+                    }
+                }
+            }
+        }
+        for (key, reason) in crate::source::validate_sources(&self.sources) {
+            bad(&key, reason);
+        }
+        issues
+    }
+}
+
+/// Topic segments must not contain MQTT wildcards or separators.
+pub(crate) fn check_topic_segment(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Err(format!(
+            "{value:?} contains {c:?}, which cannot appear in an MQTT topic segment; use letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(())
+}
+
+fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
+    let de =
+        toml::Deserializer::parse(text).map_err(|e| vec![toml_issue(text, String::new(), &e)])?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        vec![toml_issue(text, key, e.inner())]
+    })
+}
+
+fn toml_issue(text: &str, key: String, e: &toml::de::Error) -> ConfigIssue {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    ConfigIssue {
+        key,
+        line,
+        reason: e.message().trim().replace('\n', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [model]
+        path = "m.onnx"
+    "#;
+
+    fn model_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();
+        dir
+    }
+
+    fn issues(text: &str, purpose: Purpose) -> Vec<ConfigIssue> {
+        let dir = model_dir();
+        Config::from_toml(text, dir.path(), purpose).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn detect_needs_only_the_model_and_fills_defaults() {
+        let dir = model_dir();
+        let c = Config::from_toml(MINIMAL, dir.path(), Purpose::Detect).unwrap();
+        assert_eq!(c.device, "edgewatch");
+        assert_eq!(c.memory_budget_mb, 256);
+        assert_eq!(c.model.path, dir.path().join("m.onnx"));
+        assert_eq!(c.model.max_side, 960);
+        assert_eq!(c.model.labels, vec!["text".to_string()]);
+        assert!((c.decode.threshold - 0.3).abs() < 1e-6);
+        assert!((c.decode.box_threshold - 0.5).abs() < 1e-6);
+        assert!((c.decode.unclip_ratio - 1.6).abs() < 1e-6);
+        assert!(c.sources.is_empty());
+        assert!(c.mqtt.is_none());
+    }
+
+    #[test]
+    fn run_requires_sources_and_mqtt_and_names_both() {
+        let found = issues(MINIMAL, Purpose::Run);
+        let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, vec!["source", "mqtt"]);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let found = issues(
+            "[model]\npath = \"m.onnx\"\nfamly = \"db\"\n",
+            Purpose::Detect,
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line, Some(3));
+        assert!(found[0].reason.contains("famly"), "{:?}", found[0]);
+    }
+
+    #[test]
+    fn wrong_type_names_the_dotted_key() {
+        let found = issues(
+            "[model]\npath = \"m.onnx\"\n[decode]\nthreshold = \"high\"\n",
+            Purpose::Detect,
+        );
+        assert_eq!(found[0].key, "decode.threshold");
+        assert_eq!(found[0].line, Some(4));
+    }
+
+    #[test]
+    fn unsupported_family_and_backend_are_explained() {
+        let found = issues(
+            "[model]\npath = \"m.onnx\"\nfamily = \"segment\"\n",
+            Purpose::Detect,
+        );
+        assert_eq!(found[0].key, "model.family");
+        assert!(found[0].reason.contains("segment"));
+        let found = issues(
+            "[model]\npath = \"m.onnx\"\nbackend = \"tensorrt\"\n",
+            Purpose::Detect,
+        );
+        assert_eq!(found[0].key, "model.backend");
+        assert!(found[0].reason.contains("tensorrt"), "{:?}", found[0]);
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = r#"
+            device = "line/3"
+            [model]
+            path = "missing.onnx"
+            max_side = 100
+            [decode]
+            threshold = 1.5
+            unclip_ratio = 0
+            [[source]]
+            name = "a+b"
+            kind = "folder"
+            path = "in"
+            [mqtt]
+            url = "http://broker"
+        "#;
+        let found = issues(text, Purpose::Run);
+        let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
+        for key in [
+            "device",
+            "model.path",
+            "model.max_side",
+            "decode.threshold",
+            "decode.unclip_ratio",
+            "mqtt.url",
+            "source[0].name",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn display_is_one_line_per_issue_with_file_and_key() {
+        let err = ConfigError {
+            file: PathBuf::from("/etc/edgewatch.toml"),
+            issues: vec![ConfigIssue {
+                key: "model.path".into(),
+                line: Some(3),
+                reason: "not found".into(),
+            }],
+        };
+        assert_eq!(
+            err.to_string(),
+            "config error: /etc/edgewatch.toml:3: key `model.path`: not found"
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_a_config_error() {
+        let err =
+            Config::load(Path::new("/nonexistent/edgewatch.toml"), Purpose::Detect).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/edgewatch.toml"));
+        assert!(err.to_string().contains("cannot read"));
+    }
+}

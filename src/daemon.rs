@@ -1,0 +1,177 @@
+//! The daemon: folder sources → inference workers → MQTT, until told to stop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+
+use crate::config::Config;
+use crate::infer::detector::{Detector, DetectorSettings};
+use crate::infer::model::LoadedModel;
+use crate::infer::tract::use_multithreaded_matmul;
+use crate::sink::mqtt::MqttSink;
+use crate::sink::payload::Message;
+use crate::source::folder::{FolderJob, FolderSource};
+use crate::source::SourceConfig;
+
+/// Detector settings derived from the configuration.
+pub fn detector_settings(config: &Config) -> DetectorSettings {
+    DetectorSettings {
+        max_side: config.model.max_side,
+        decode: config.decode.clone(),
+        label: config.model.labels[0].clone(),
+        // Until the memory planner lands, half the budget bounds one decode.
+        max_decode_bytes: config.memory_budget_mb.saturating_mul(1 << 20) / 2,
+    }
+}
+
+/// Loads the model and, when there is one worker on a multi-core machine,
+/// gives tract's matrix products every core instead.
+pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, usize)> {
+    let workers = config.model.worker_count();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if workers == 1 && cores > 1 {
+        use_multithreaded_matmul(cores);
+    }
+    let model = LoadedModel::load(&config.model)?;
+    Ok((model, workers))
+}
+
+/// Runs until `stop` is set, then finishes the frames in flight, waits briefly
+/// for broker acknowledgements and disconnects.
+pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (model, workers) = load_model(&config)?;
+    let mqtt_cfg = config
+        .mqtt
+        .clone()
+        .context("[mqtt] is required to run the daemon")?;
+    let sink = Arc::new(MqttSink::start(&mqtt_cfg, &config.device).map_err(anyhow::Error::msg)?);
+
+    let (tx, rx) = bounded::<FolderJob>(workers * 2);
+    let mut sources: Vec<JoinHandle<()>> = Vec::new();
+    for source in &config.sources {
+        match source {
+            SourceConfig::Folder(f) => {
+                let src = FolderSource::new(f.clone(), tx.clone(), stop.clone())?;
+                let name = f.name.clone();
+                let stop = stop.clone();
+                sources.push(
+                    std::thread::Builder::new()
+                        .name(format!("src-{name}"))
+                        .spawn(move || {
+                            if let Err(e) = src.run() {
+                                tracing::error!(source = %name, "{e}");
+                                // Without supervision (a later stage) a dead
+                                // source would go unnoticed: stop the daemon.
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                        })?,
+                );
+            }
+        }
+    }
+    drop(tx);
+
+    let settings = detector_settings(&config);
+    let mut pool = Vec::new();
+    for i in 0..workers {
+        let engine = model.tract.engine()?;
+        let mut detector = Detector::new(Box::new(engine), settings.clone());
+        let rx: Receiver<FolderJob> = rx.clone();
+        let sink = sink.clone();
+        let stop = stop.clone();
+        let device = config.device.clone();
+        let info = model.info.clone();
+        pool.push(
+            std::thread::Builder::new()
+                .name(format!("infer-{i}"))
+                .spawn(move || loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(job) => process(job, &mut detector, &sink, &device, &info),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                })?,
+        );
+    }
+    tracing::info!(
+        "edgewatch ready in {} ms: model {} ({}, {workers} worker(s)), {} source(s), broker {}",
+        started.elapsed().as_millis(),
+        model.info.name,
+        model.info.backend,
+        config.sources.len(),
+        mqtt_cfg.url
+    );
+
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("stopping: finishing frames in flight");
+    for t in sources.into_iter().chain(pool) {
+        let _ = t.join();
+    }
+    match Arc::try_unwrap(sink) {
+        Ok(sink) => sink.shutdown(Duration::from_secs(5)),
+        Err(_) => tracing::warn!("MQTT sink still shared at shutdown"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn process(
+    job: FolderJob,
+    detector: &mut Detector,
+    sink: &MqttSink,
+    device: &str,
+    info: &crate::infer::model::ModelInfo,
+) {
+    let shown = job
+        .meta
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    match detector.detect_file(&job.path) {
+        Ok(result) => {
+            let msg = Message::new(device, &job.meta, info, &result);
+            if let Err(e) = sink.publish(&msg) {
+                // Left in .processing: the next start re-queues it.
+                tracing::error!(source = %job.meta.source, "{shown}: {e}; the file stays queued for the next start");
+                return;
+            }
+            match job.done() {
+                Ok(dest) => tracing::info!(
+                    source = %msg.source,
+                    "{shown}: {} detection(s) in {:.0} ms -> {}",
+                    msg.detections.len(),
+                    result.timing.total,
+                    dest.display()
+                ),
+                Err(e) => {
+                    tracing::error!(source = %msg.source, "{shown}: published, but cannot move it to done/: {e}")
+                }
+            }
+        }
+        Err(e) => {
+            let stage = e.stage();
+            let reason = e.to_string();
+            match job.failed(stage, &reason) {
+                Ok(dest) => {
+                    tracing::warn!("{shown}: {reason} (stage {stage}) -> {}", dest.display())
+                }
+                Err(io) => {
+                    tracing::error!("{shown}: {reason}; and cannot move it to failed/: {io}")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! DB (differentiable binarisation) post-processing: a text probability map
+//! in, text quads out. Behaves like PaddleOCR/RapidOCR's `DBPostProcess` with
+//! `score_mode = "fast"`: binarise, dilate 2×2, contours, min-area rectangle,
+//! mean-probability score, unclip, map back to frame pixels.
+
+use geo::{Coord, MinimumRotatedRect, MultiPoint, Point};
+use image::{GrayImage, Luma};
+use imageproc::contours::{find_contours, BorderType};
+use imageproc::morphology::{grayscale_dilate, Mask};
+use serde::Deserialize;
+
+use super::Detection;
+
+/// `[decode]` section for DB models.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbConfig {
+    /// Probability above which a pixel is text.
+    #[serde(default = "d_threshold")]
+    pub threshold: f32,
+    /// Mean probability a box needs to be kept.
+    #[serde(default = "d_box_threshold")]
+    pub box_threshold: f32,
+    /// How far boxes are grown: distance = area × ratio / perimeter.
+    #[serde(default = "d_unclip")]
+    pub unclip_ratio: f32,
+    /// At most this many regions are examined per map.
+    #[serde(default = "d_max_candidates")]
+    pub max_candidates: usize,
+    /// Dilate the binary map by 2×2 before finding regions (joins broken strokes).
+    #[serde(default = "d_dilation")]
+    pub use_dilation: bool,
+}
+
+fn d_threshold() -> f32 {
+    0.3
+}
+fn d_box_threshold() -> f32 {
+    0.5
+}
+fn d_unclip() -> f32 {
+    1.6
+}
+fn d_max_candidates() -> usize {
+    1000
+}
+fn d_dilation() -> bool {
+    true
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        DbConfig {
+            threshold: d_threshold(),
+            box_threshold: d_box_threshold(),
+            unclip_ratio: d_unclip(),
+            max_candidates: d_max_candidates(),
+            use_dilation: d_dilation(),
+        }
+    }
+}
+
+impl DbConfig {
+    /// Problems as (key within `[decode]`, reason).
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let unit = |v: f32| v > 0.0 && v < 1.0;
+        if !unit(self.threshold) {
+            out.push((
+                "threshold",
+                format!(
+                    "{} is not between 0 and 1 (exclusive); RapidOCR uses 0.3",
+                    self.threshold
+                ),
+            ));
+        }
+        if !unit(self.box_threshold) {
+            out.push((
+                "box_threshold",
+                format!(
+                    "{} is not between 0 and 1 (exclusive); RapidOCR uses 0.5",
+                    self.box_threshold
+                ),
+            ));
+        }
+        if !(self.unclip_ratio > 0.0 && self.unclip_ratio <= 10.0) {
+            out.push((
+                "unclip_ratio",
+                format!("{} is not in (0, 10]; RapidOCR uses 1.6", self.unclip_ratio),
+            ));
+        }
+        if self.max_candidates == 0 {
+            out.push((
+                "max_candidates",
+                "must be at least 1; RapidOCR uses 1000".into(),
+            ));
+        }
+        out
+    }
+}
+
+/// Boxes whose short side is under this many map pixels are noise.
+const MIN_SIZE: f64 = 3.0;
+
+/// A probability map borrowed from a model output.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbMap<'a> {
+    /// Row-major probabilities.
+    pub data: &'a [f32],
+    /// Map width.
+    pub width: usize,
+    /// Map height.
+    pub height: usize,
+}
+
+impl ProbMap<'_> {
+    fn at(&self, x: usize, y: usize) -> f32 {
+        self.data[y * self.width + x]
+    }
+}
+
+/// Decodes `map` into text detections in a `dest_w`×`dest_h` frame.
+pub fn decode(
+    cfg: &DbConfig,
+    map: ProbMap<'_>,
+    dest_w: u32,
+    dest_h: u32,
+    label: &str,
+) -> Vec<Detection> {
+    assert_eq!(map.data.len(), map.width * map.height, "map size mismatch");
+    let mut bitmap = GrayImage::from_fn(map.width as u32, map.height as u32, |x, y| {
+        Luma([if map.at(x as usize, y as usize) > cfg.threshold {
+            255
+        } else {
+            0
+        }])
+    });
+    if cfg.use_dilation {
+        // OpenCV's 2×2 kernel has its anchor at (1,1): a pixel lights up when
+        // it or its left, upper or upper-left neighbour is set.
+        let kernel = GrayImage::from_pixel(2, 2, Luma([255]));
+        bitmap = grayscale_dilate(&bitmap, &Mask::from_image(&kernel, 1, 1));
+    }
+    let sx = dest_w as f64 / map.width as f64;
+    let sy = dest_h as f64 / map.height as f64;
+    let mut out = Vec::new();
+    // Holes (background inside a text blob) never hold text of their own;
+    // PaddleOCR scores and mostly drops them, we skip them up front.
+    let outers = find_contours::<i32>(&bitmap)
+        .into_iter()
+        .filter(|c| c.border_type == BorderType::Outer)
+        .take(cfg.max_candidates);
+    for contour in outers {
+        let points: Vec<Point<f64>> = contour
+            .points
+            .iter()
+            .map(|p| Point::new(p.x as f64, p.y as f64))
+            .collect();
+        let Some(rect) = min_area_rect(&MultiPoint::new(points)) else {
+            continue;
+        };
+        if rect.short_side() < MIN_SIZE {
+            continue;
+        }
+        let score = mean_inside(map, &rect.corners());
+        if score < cfg.box_threshold {
+            continue;
+        }
+        let grown = rect.unclip(cfg.unclip_ratio as f64);
+        if grown.short_side() < MIN_SIZE + 2.0 {
+            continue;
+        }
+        let quad = order_corners(grown.corners()).map(|c| {
+            [
+                (c.x * sx).round().clamp(0.0, dest_w as f64) as f32,
+                (c.y * sy).round().clamp(0.0, dest_h as f64) as f32,
+            ]
+        });
+        out.push(Detection::from_quad(label, 0, score, quad));
+    }
+    // Reading order, as RapidOCR sorts its boxes: top to bottom, then left to right.
+    out.sort_by(|a, b| {
+        let (ay, by) = (a.bbox[1], b.bbox[1]);
+        if (ay - by).abs() < 10.0 {
+            a.bbox[0].total_cmp(&b.bbox[0])
+        } else {
+            ay.total_cmp(&by)
+        }
+    });
+    out
+}
+
+/// A rotated rectangle: centre, unit axis, half extents.
+#[derive(Debug, Clone, Copy)]
+struct RotatedRect {
+    centre: Coord<f64>,
+    axis: Coord<f64>,
+    half: (f64, f64),
+}
+
+impl RotatedRect {
+    fn short_side(&self) -> f64 {
+        2.0 * self.half.0.min(self.half.1)
+    }
+
+    fn corners(&self) -> [Coord<f64>; 4] {
+        let u = self.axis;
+        let v = Coord { x: -u.y, y: u.x };
+        let (a, b) = self.half;
+        let c = self.centre;
+        [
+            c - u * a - v * b,
+            c + u * a - v * b,
+            c + u * a + v * b,
+            c - u * a + v * b,
+        ]
+    }
+
+    /// Pyclipper's round-join offset of a rectangle by
+    /// `d = area × ratio / perimeter`, followed by a min-area rectangle (as
+    /// PaddleOCR does), is exactly the rectangle grown by `d` on every side.
+    fn unclip(&self, ratio: f64) -> RotatedRect {
+        let (w, h) = (2.0 * self.half.0, 2.0 * self.half.1);
+        let d = w * h * ratio / (2.0 * (w + h));
+        RotatedRect {
+            half: (self.half.0 + d, self.half.1 + d),
+            ..*self
+        }
+    }
+}
+
+fn min_area_rect(points: &MultiPoint<f64>) -> Option<RotatedRect> {
+    let poly = points.minimum_rotated_rect()?;
+    let ring: Vec<Coord<f64>> = poly.exterior().coords().copied().collect();
+    if ring.len() < 4 {
+        return None;
+    }
+    let (p0, p1, p2) = (ring[0], ring[1], ring[2]);
+    let e1 = p1 - p0;
+    let e2 = p2 - p1;
+    let (l1, l2) = (e1.x.hypot(e1.y), e2.x.hypot(e2.y));
+    let axis = if l1 > 1e-9 {
+        e1 / l1
+    } else if l2 > 1e-9 {
+        Coord {
+            x: e2.y / l2,
+            y: -e2.x / l2,
+        }
+    } else {
+        Coord { x: 1.0, y: 0.0 }
+    };
+    Some(RotatedRect {
+        centre: (p0 + p2) / 2.0,
+        axis,
+        half: (l1 / 2.0, l2 / 2.0),
+    })
+}
+
+/// PaddleOCR's `get_mini_boxes` order: top-left, top-right, bottom-right,
+/// bottom-left (by x first, then y within each pair).
+fn order_corners(mut c: [Coord<f64>; 4]) -> [Coord<f64>; 4] {
+    c.sort_by(|a, b| a.x.total_cmp(&b.x));
+    let (tl, bl) = if c[0].y <= c[1].y {
+        (c[0], c[1])
+    } else {
+        (c[1], c[0])
+    };
+    let (tr, br) = if c[2].y <= c[3].y {
+        (c[2], c[3])
+    } else {
+        (c[3], c[2])
+    };
+    [tl, tr, br, bl]
+}
+
+/// Mean probability over the map pixels inside the quad (edges included, as
+/// OpenCV's `fillPoly` includes them).
+fn mean_inside(map: ProbMap<'_>, quad: &[Coord<f64>; 4]) -> f32 {
+    let clampx = |v: f64| v.clamp(0.0, (map.width - 1) as f64) as usize;
+    let clampy = |v: f64| v.clamp(0.0, (map.height - 1) as f64) as usize;
+    let xmin = clampx(quad.iter().map(|c| c.x).fold(f64::MAX, f64::min).floor());
+    let xmax = clampx(quad.iter().map(|c| c.x).fold(f64::MIN, f64::max).ceil());
+    let ymin = clampy(quad.iter().map(|c| c.y).fold(f64::MAX, f64::min).floor());
+    let ymax = clampy(quad.iter().map(|c| c.y).fold(f64::MIN, f64::max).ceil());
+    // Signed distance to each edge; the quad's winding decides the sign.
+    let edges: Vec<(Coord<f64>, Coord<f64>, f64)> = (0..4)
+        .map(|i| {
+            let a = quad[i];
+            let d = quad[(i + 1) % 4] - a;
+            (a, d, d.x.hypot(d.y).max(1e-9))
+        })
+        .collect();
+    let area2: f64 = (0..4)
+        .map(|i| quad[i].x * quad[(i + 1) % 4].y - quad[(i + 1) % 4].x * quad[i].y)
+        .sum();
+    let sign = if area2 >= 0.0 { 1.0 } else { -1.0 };
+    let (mut sum, mut n) = (0f64, 0usize);
+    for y in ymin..=ymax {
+        for x in xmin..=xmax {
+            let p = Coord {
+                x: x as f64,
+                y: y as f64,
+            };
+            let inside = edges.iter().all(|(a, d, len)| {
+                let cross = d.x * (p.y - a.y) - d.y * (p.x - a.x);
+                sign * cross / len >= -0.5
+            });
+            if inside {
+                sum += map.at(x, y) as f64;
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
+        0.0
+    } else {
+        (sum / n as f64) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map of `w`×`h` with the given rectangles filled at probability `p`.
+    fn map_with(w: usize, h: usize, rects: &[(usize, usize, usize, usize, f32)]) -> Vec<f32> {
+        let mut m = vec![0.0f32; w * h];
+        for &(x0, y0, x1, y1, p) in rects {
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    m[y * w + x] = p;
+                }
+            }
+        }
+        m
+    }
+
+    fn run(data: &[f32], w: usize, h: usize, dest: (u32, u32)) -> Vec<Detection> {
+        decode(
+            &DbConfig::default(),
+            ProbMap {
+                data,
+                width: w,
+                height: h,
+            },
+            dest.0,
+            dest.1,
+            "text",
+        )
+    }
+
+    #[test]
+    fn one_rectangle_becomes_one_unclipped_box() {
+        // 40×10 block: after 2×2 dilation the contour spans x 20..=60, y 30..=40
+        // (pixel centres), a 40×10 rectangle; d = 400·1.6/100 = 6.4.
+        let m = map_with(100, 80, &[(20, 30, 60, 40, 0.9)]);
+        let dets = run(&m, 100, 80, (100, 80));
+        assert_eq!(dets.len(), 1);
+        let d = &dets[0];
+        // Dilation grows the region one pixel right and down, so the mean
+        // covers 41×11 pixels of which 40×10 hold 0.9 — as in PaddleOCR.
+        assert!(
+            (d.score - 0.9 * 400.0 / 451.0).abs() < 0.002,
+            "score {}",
+            d.score
+        );
+        let [x0, y0, x1, y1] = d.bbox;
+        assert!(
+            (x0 - 13.6).abs() <= 1.0 && (x1 - 66.4).abs() <= 1.0,
+            "{:?}",
+            d.bbox
+        );
+        assert!(
+            (y0 - 23.6).abs() <= 1.0 && (y1 - 46.4).abs() <= 1.0,
+            "{:?}",
+            d.bbox
+        );
+        let quad = d.quad.unwrap();
+        assert!(
+            quad[0][0] < quad[1][0] && quad[1][1] < quad[2][1],
+            "clockwise from top-left: {quad:?}"
+        );
+    }
+
+    #[test]
+    fn boxes_are_scaled_to_the_destination_frame() {
+        let m = map_with(100, 50, &[(20, 20, 60, 30, 0.9)]);
+        let small = run(&m, 100, 50, (100, 50));
+        let big = run(&m, 100, 50, (400, 100));
+        assert_eq!((small.len(), big.len()), (1, 1));
+        assert!((big[0].bbox[0] - small[0].bbox[0] * 4.0).abs() <= 4.0);
+        assert!((big[0].bbox[3] - small[0].bbox[3] * 2.0).abs() <= 2.0);
+        assert!(big[0].bbox[2] <= 400.0 && big[0].bbox[3] <= 100.0);
+    }
+
+    #[test]
+    fn low_scores_tiny_regions_and_empty_maps_are_dropped() {
+        // Above threshold but mean below box_threshold.
+        let faint = map_with(100, 50, &[(10, 10, 60, 30, 0.4)]);
+        assert!(run(&faint, 100, 50, (100, 50)).is_empty());
+        // Two pixels high: short side under MIN_SIZE.
+        let thin = map_with(100, 50, &[(10, 10, 60, 11, 0.95)]);
+        assert!(run(&thin, 100, 50, (100, 50)).is_empty());
+        let empty = vec![0.0; 100 * 50];
+        assert!(run(&empty, 100, 50, (100, 50)).is_empty());
+    }
+
+    #[test]
+    fn separate_lines_stay_separate_and_come_in_reading_order() {
+        let m = map_with(
+            200,
+            120,
+            &[
+                (120, 10, 180, 22, 0.9),
+                (10, 12, 100, 24, 0.9),
+                (10, 70, 150, 85, 0.9),
+            ],
+        );
+        let dets = run(&m, 200, 120, (200, 120));
+        assert_eq!(dets.len(), 3);
+        assert!(dets[0].bbox[0] < dets[1].bbox[0], "same line left to right");
+        assert!(dets[2].bbox[1] > dets[0].bbox[3] - 10.0, "second line last");
+    }
+
+    #[test]
+    fn rotated_text_gets_a_rotated_quad() {
+        let (w, h) = (120usize, 120usize);
+        let mut m = vec![0.0f32; w * h];
+        // A 60×8 bar at 45°.
+        for t in 0..60 {
+            for s in 0..8 {
+                let x = 30.0 + t as f64 * 0.7071 - s as f64 * 0.7071;
+                let y = 30.0 + t as f64 * 0.7071 + s as f64 * 0.7071;
+                for (dx, dy) in [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5)] {
+                    m[((y + dy) as usize) * w + (x + dx) as usize] = 0.9;
+                }
+            }
+        }
+        let dets = run(&m, w, h, (w as u32, h as u32));
+        assert_eq!(dets.len(), 1);
+        let q = dets[0].quad.unwrap();
+        let dx = q[1][0] - q[0][0];
+        let dy = q[1][1] - q[0][1];
+        let angle = dy.atan2(dx).to_degrees().abs();
+        assert!(
+            (angle - 45.0).abs() < 8.0 || (angle - 135.0).abs() < 8.0,
+            "angle {angle}, quad {q:?}"
+        );
+    }
+
+    #[test]
+    fn max_candidates_caps_the_work() {
+        let rects: Vec<_> = (0..10)
+            .map(|i| (5 + i * 20, 10, 15 + i * 20, 20, 0.9))
+            .collect();
+        let m = map_with(210, 30, &rects);
+        assert_eq!(run(&m, 210, 30, (210, 30)).len(), 10);
+        let cfg = DbConfig {
+            max_candidates: 4,
+            ..DbConfig::default()
+        };
+        let dets = decode(
+            &cfg,
+            ProbMap {
+                data: &m,
+                width: 210,
+                height: 30,
+            },
+            210,
+            30,
+            "text",
+        );
+        assert_eq!(dets.len(), 4);
+    }
+
+    #[test]
+    fn validate_names_bad_keys() {
+        let cfg = DbConfig {
+            threshold: 0.0,
+            box_threshold: 1.2,
+            unclip_ratio: -1.0,
+            max_candidates: 0,
+            use_dilation: true,
+        };
+        let keys: Vec<_> = cfg.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "threshold",
+                "box_threshold",
+                "unclip_ratio",
+                "max_candidates"
+            ]
+        );
+        assert!(DbConfig::default().validate().is_empty());
+    }
+}

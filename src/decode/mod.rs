@@ -1,0 +1,40 @@
+//! Decoders turn raw model outputs into detections in frame pixels.
+
+pub mod db;
+
+use serde::Serialize;
+
+/// One thing found in a frame, in original-frame pixels.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    /// Class label.
+    pub label: String,
+    /// Class id (index into the model's labels).
+    pub class_id: u32,
+    /// Confidence in [0, 1].
+    pub score: f32,
+    /// Axis-aligned box `[x1, y1, x2, y2]`.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// Corner points, clockwise from top-left, for rotated text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quad: Option<[[f32; 2]; 4]>,
+}
+
+impl Detection {
+    /// A detection from a quad; the box is the quad's bounds.
+    pub fn from_quad(label: &str, class_id: u32, score: f32, quad: [[f32; 2]; 4]) -> Detection {
+        let xs = quad.map(|p| p[0]);
+        let ys = quad.map(|p| p[1]);
+        let min = |v: [f32; 4]| v.into_iter().fold(f32::MAX, f32::min);
+        let max = |v: [f32; 4]| v.into_iter().fold(f32::MIN, f32::max);
+        Detection {
+            label: label.to_string(),
+            class_id,
+            // Three decimals is all a subscriber can use; it keeps payloads short.
+            score: (score * 1000.0).round() / 1000.0,
+            bbox: [min(xs), min(ys), max(xs), max(ys)],
+            quad: Some(quad),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! edgewatch: an inference daemon for the edge. Frames flow one way:
+//! source → infer → sink.
+
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod frame;
+pub mod infer;
+pub mod sink;
+pub mod source;
+pub mod telemetry;

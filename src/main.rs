@@ -1,0 +1,207 @@
+//! The `edgewatch` command line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+
+use edgewatch::config::{Config, ConfigError, Purpose};
+use edgewatch::daemon;
+use edgewatch::frame::FrameMeta;
+use edgewatch::infer::detector::Detector;
+use edgewatch::sink::payload::Message;
+
+#[derive(Parser)]
+#[command(
+    name = "edgewatch",
+    version,
+    about = "Inference daemon for the edge: folders and cameras -> ONNX detection -> MQTT"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: watch the sources, publish detections to MQTT.
+    Run {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Detect on image files; prints one JSON message per image, in order.
+    Detect {
+        /// Configuration file (only [model], [decode] are needed).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Images to process.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Validate a configuration file and explain every problem found.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+        /// Check only what `detect` needs (the model), not sources and MQTT.
+        #[arg(long)]
+        detect: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    edgewatch::telemetry::init_logging();
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Detect { config, images } => detect(&config, &images),
+        Command::CheckConfig { file, detect } => check_config(&file, detect),
+    }
+}
+
+/// Exit status for a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
+fn load(path: &Path, purpose: Purpose) -> Result<Config, ExitCode> {
+    Config::load(path, purpose).map_err(|e: ConfigError| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match load(path, Purpose::Run) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while stopping exits at once.
+        if let Err(e) = signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+        {
+            eprintln!("edgewatch: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match daemon::run(config, stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn detect(path: &Path, images: &[PathBuf]) -> ExitCode {
+    let config = match load(path, Purpose::Detect) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (model, workers) = match daemon::load_model(&config) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("edgewatch: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = daemon::detector_settings(&config);
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<String, String>)>();
+    let workers = workers.min(images.len()).max(1);
+    let failed = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let engine = match model.tract.engine() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("edgewatch: {e}");
+                    return usize::MAX;
+                }
+            };
+            let mut detector = Detector::new(Box::new(engine), settings.clone());
+            let (tx, next, model, config) = (tx.clone(), &next, &model, &config);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(image) = images.get(i) else { break };
+                let out = detector
+                    .detect_file(image)
+                    .map(|result| {
+                        let meta = FrameMeta {
+                            source: "cli".into(),
+                            seq: i as u64 + 1,
+                            id: format!("cli-{}", i + 1),
+                            captured_at: std::fs::metadata(image)
+                                .and_then(|m| m.modified())
+                                .unwrap_or_else(|_| SystemTime::now()),
+                            path: Some(image.clone()),
+                        };
+                        Message::new(&config.device, &meta, &model.info, &result).to_json()
+                    })
+                    .map_err(|e| format!("{e} (stage {})", e.stage()));
+                if tx.send((i, out)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        // Print in input order as results arrive.
+        let mut pending = BTreeMap::new();
+        let mut printed = 0;
+        let mut failed = 0;
+        let stdout = std::io::stdout();
+        for (i, out) in rx {
+            pending.insert(i, out);
+            while let Some(out) = pending.remove(&printed) {
+                match out {
+                    Ok(line) => {
+                        let mut lock = stdout.lock();
+                        let _ = writeln!(lock, "{line}");
+                        let _ = lock.flush();
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("edgewatch: {}: {e}", images[printed].display());
+                    }
+                }
+                printed += 1;
+            }
+        }
+        failed
+    });
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn check_config(path: &Path, detect_only: bool) -> ExitCode {
+    let purpose = if detect_only {
+        Purpose::Detect
+    } else {
+        Purpose::Run
+    };
+    match load(path, purpose) {
+        Ok(c) => {
+            println!(
+                "{}: ok — device {:?}, model {} ({:?}, {:?}), {} source(s){}",
+                path.display(),
+                c.device,
+                c.model.path.display(),
+                c.model.family,
+                c.model.backend,
+                c.sources.len(),
+                c.mqtt
+                    .map(|m| format!(", broker {}", m.url))
+                    .unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}

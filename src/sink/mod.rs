@@ -1,0 +1,4 @@
+//! Sinks: the message schema and the MQTT publisher.
+
+pub mod mqtt;
+pub mod payload;

@@ -1,0 +1,647 @@
+//! Watched folder source. A file moves `inbox → inbox/.processing → done |
+//! failed` by rename, so every file is in exactly one place and a crash never
+//! loses one: files left in `.processing` are re-queued at start-up.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{SendTimeoutError, Sender};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::frame::FrameMeta;
+
+/// `[[source]] kind = "folder"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    /// Source name (topic segment).
+    pub name: String,
+    /// The inbox directory that is watched.
+    pub path: PathBuf,
+    /// Where processed files go; default `done/` beside the inbox.
+    #[serde(default)]
+    pub done: Option<PathBuf>,
+    /// Where files that could not be processed go; default `failed/` beside the inbox.
+    #[serde(default)]
+    pub failed: Option<PathBuf>,
+    /// A file found by a scan (not by a close-after-write event) is taken only
+    /// once it has not changed for this long, so half-written files wait.
+    #[serde(default = "d_settle_ms")]
+    pub settle_ms: u64,
+    /// Full rescan interval, a safety net under inotify.
+    #[serde(default = "d_rescan_s")]
+    pub rescan_s: u64,
+}
+
+fn d_settle_ms() -> u64 {
+    1000
+}
+fn d_rescan_s() -> u64 {
+    10
+}
+
+/// The directories one folder source uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderPaths {
+    /// Watched directory.
+    pub inbox: PathBuf,
+    /// Files being processed (inside the inbox, so the claim is an atomic rename).
+    pub processing: PathBuf,
+    /// Processed files.
+    pub done: PathBuf,
+    /// Failed files, each with a `<name>.error.json`.
+    pub failed: PathBuf,
+}
+
+impl FolderConfig {
+    pub(crate) fn resolve_paths(&mut self, resolve: &dyn Fn(&mut PathBuf)) {
+        resolve(&mut self.path);
+        if let Some(p) = self.done.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.failed.as_mut() {
+            resolve(p);
+        }
+    }
+
+    /// The directories, with defaults filled in.
+    pub fn paths(&self) -> FolderPaths {
+        let beside = |name: &str| {
+            self.path
+                .parent()
+                .map(|p| p.join(name))
+                .unwrap_or_else(|| PathBuf::from(name))
+        };
+        FolderPaths {
+            inbox: self.path.clone(),
+            processing: self.path.join(".processing"),
+            done: self.done.clone().unwrap_or_else(|| beside("done")),
+            failed: self.failed.clone().unwrap_or_else(|| beside("failed")),
+        }
+    }
+
+    /// Problems as (key within the source, reason).
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let p = self.paths();
+        if p.done == p.inbox || p.done.starts_with(&p.inbox) {
+            out.push((
+                "done",
+                format!("{} must not be the inbox or inside it", p.done.display()),
+            ));
+        }
+        if p.failed == p.inbox || p.failed.starts_with(&p.inbox) {
+            out.push((
+                "failed",
+                format!("{} must not be the inbox or inside it", p.failed.display()),
+            ));
+        }
+        if p.failed == p.done {
+            out.push(("failed", "must differ from `done`".into()));
+        }
+        if self.rescan_s == 0 {
+            out.push(("rescan_s", "must be at least 1 second".into()));
+        }
+        out
+    }
+}
+
+/// A claimed file, waiting in `.processing` until it is done or failed.
+#[derive(Debug)]
+pub struct FolderJob {
+    /// Where the file is now.
+    pub path: PathBuf,
+    /// Frame identity.
+    pub meta: FrameMeta,
+    paths: Arc<FolderPaths>,
+}
+
+/// What `<name>.error.json` holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct FailureRecord {
+    /// The file as it was found in the inbox.
+    pub file: String,
+    /// Source name.
+    pub source: String,
+    /// Pipeline stage that failed.
+    pub stage: String,
+    /// One-line reason.
+    pub error: String,
+    /// When it failed (RFC 3339).
+    pub time: String,
+}
+
+impl FolderJob {
+    /// Moves the file to `done/` (renamed `name.N.ext` if the name is taken).
+    pub fn done(self) -> std::io::Result<PathBuf> {
+        let dest = free_name(&self.paths.done, &self.path);
+        std::fs::rename(&self.path, &dest)?;
+        Ok(dest)
+    }
+
+    /// Moves the file to `failed/` and writes `<name>.error.json` beside it.
+    pub fn failed(self, stage: &str, error: &str) -> std::io::Result<PathBuf> {
+        let dest = free_name(&self.paths.failed, &self.path);
+        std::fs::rename(&self.path, &dest)?;
+        let record = FailureRecord {
+            file: self
+                .meta
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            source: self.meta.source.clone(),
+            stage: stage.to_string(),
+            error: error.to_string(),
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        };
+        let mut json_name = dest.file_name().unwrap_or_default().to_os_string();
+        json_name.push(".error.json");
+        let json_path = dest.with_file_name(json_name);
+        let tmp = json_path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&record).expect("record serialises"),
+        )?;
+        std::fs::rename(&tmp, &json_path)?;
+        Ok(dest)
+    }
+}
+
+/// `dir/name`, or `dir/stem.N.ext` for the first free N.
+fn free_name(dir: &Path, file: &Path) -> PathBuf {
+    let name = file.file_name().unwrap_or_default();
+    let candidate = dir.join(name);
+    if !candidate.exists() {
+        return candidate;
+    }
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = file
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (1..)
+        .map(|n| dir.join(format!("{stem}.{n}{ext}")))
+        .find(|p| !p.exists())
+        .expect("some name is free")
+}
+
+/// Names writers use while a file is incomplete; such files are never taken.
+fn is_temporary(name: &str) -> bool {
+    const SUFFIXES: [&str; 6] = [".tmp", ".part", ".partial", ".crdownload", ".swp", "~"];
+    name.starts_with('.') || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Errors that stop a folder source.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// A directory could not be created or read.
+    #[error("folder source {source_name:?}: cannot use {path}: {err}; check that it exists and the daemon may write to it")]
+    Dir {
+        /// Source name.
+        source_name: String,
+        /// Directory.
+        path: PathBuf,
+        /// Underlying error.
+        err: std::io::Error,
+    },
+    /// inotify could not be set up.
+    #[error("folder source {source_name:?}: cannot watch {path}: {err}; raise fs.inotify.max_user_watches or check the path")]
+    Watch {
+        /// Source name.
+        source_name: String,
+        /// Directory.
+        path: PathBuf,
+        /// Underlying error.
+        err: notify::Error,
+    },
+}
+
+/// A running folder source: claims complete files and sends them downstream.
+pub struct FolderSource {
+    cfg: FolderConfig,
+    paths: Arc<FolderPaths>,
+    tx: Sender<FolderJob>,
+    stop: Arc<AtomicBool>,
+    seq: u64,
+    next_scan: Instant,
+}
+
+impl FolderSource {
+    /// Creates the directories (inbox, `.processing`, done, failed) if needed.
+    pub fn new(
+        cfg: FolderConfig,
+        tx: Sender<FolderJob>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<FolderSource, FolderError> {
+        let paths = cfg.paths();
+        for dir in [&paths.inbox, &paths.processing, &paths.done, &paths.failed] {
+            std::fs::create_dir_all(dir).map_err(|err| FolderError::Dir {
+                source_name: cfg.name.clone(),
+                path: dir.clone(),
+                err,
+            })?;
+        }
+        Ok(FolderSource {
+            cfg,
+            paths: Arc::new(paths),
+            tx,
+            stop,
+            seq: 0,
+            next_scan: Instant::now(),
+        })
+    }
+
+    /// Runs until `stop` is set or downstream goes away.
+    pub fn run(mut self) -> Result<(), FolderError> {
+        let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+        let mut watcher = notify::recommended_watcher(move |res| {
+            let _ = ev_tx.send(res);
+        })
+        .map_err(|err| self.watch_error(err))?;
+        // Watch before scanning so no file falls between the two.
+        watcher
+            .watch(&self.paths.inbox, RecursiveMode::NonRecursive)
+            .map_err(|err| self.watch_error(err))?;
+        self.requeue_processing()?;
+        tracing::info!(source = %self.cfg.name, "watching {}", self.paths.inbox.display());
+        while !self.stop.load(Ordering::SeqCst) {
+            if Instant::now() >= self.next_scan {
+                if !self.scan()? {
+                    return Ok(());
+                }
+            }
+            match ev_rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Ok(event)) => {
+                    if event.need_rescan() {
+                        self.next_scan = Instant::now();
+                    }
+                    if is_complete_file_event(&event.kind) {
+                        for path in event.paths {
+                            if path.parent() == Some(self.paths.inbox.as_path())
+                                && !self.take(&path, false)
+                            {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(source = %self.cfg.name, "inotify error ({e}); rescanning");
+                    self.next_scan = Instant::now();
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn watch_error(&self, err: notify::Error) -> FolderError {
+        FolderError::Watch {
+            source_name: self.cfg.name.clone(),
+            path: self.paths.inbox.clone(),
+            err,
+        }
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<PathBuf>, FolderError> {
+        let entries = std::fs::read_dir(dir).map_err(|err| FolderError::Dir {
+            source_name: self.cfg.name.clone(),
+            path: dir.to_path_buf(),
+            err,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Files a crash left in `.processing` go downstream first.
+    fn requeue_processing(&mut self) -> Result<(), FolderError> {
+        for path in self.list(&self.paths.processing.clone())? {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let original = self.paths.inbox.join(path.file_name().unwrap_or_default());
+            tracing::info!(source = %self.cfg.name, "re-queuing {} left by an earlier run", original.display());
+            let job = self.job(path, original, &meta);
+            if !self.send(job) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns false when the source should stop.
+    fn scan(&mut self) -> Result<bool, FolderError> {
+        self.next_scan = Instant::now() + Duration::from_secs(self.cfg.rescan_s);
+        for path in self.list(&self.paths.inbox.clone())? {
+            if !self.take(&path, true) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Claims `path` by renaming it into `.processing` and sends it on.
+    /// Returns false when the source should stop.
+    fn take(&mut self, path: &Path, from_scan: bool) -> bool {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            return true;
+        };
+        if is_temporary(&name) {
+            return true;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return true; // already claimed or removed
+        };
+        if !meta.is_file() {
+            return true;
+        }
+        if from_scan {
+            let settle = Duration::from_millis(self.cfg.settle_ms);
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .unwrap_or(settle);
+            if age < settle {
+                // Maybe still being written; look again once it has settled.
+                self.next_scan = self.next_scan.min(Instant::now() + (settle - age));
+                return true;
+            }
+        }
+        let dest = self.paths.processing.join(&name);
+        match std::fs::rename(path, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(e) => {
+                tracing::warn!(source = %self.cfg.name, "cannot claim {}: {e}; leaving it in the inbox", path.display());
+                return true;
+            }
+        }
+        let job = self.job(dest, path.to_path_buf(), &meta);
+        self.send(job)
+    }
+
+    fn job(&mut self, path: PathBuf, original: PathBuf, meta: &std::fs::Metadata) -> FolderJob {
+        self.seq += 1;
+        let captured_at = meta.modified().unwrap_or_else(|_| SystemTime::now());
+        FolderJob {
+            meta: FrameMeta {
+                source: self.cfg.name.clone(),
+                seq: self.seq,
+                id: stable_id(&self.cfg.name, &original, meta.len(), captured_at),
+                captured_at,
+                path: Some(original),
+            },
+            path,
+            paths: self.paths.clone(),
+        }
+    }
+
+    /// Blocks while inference is busy: the file waits on disk, nothing is lost.
+    fn send(&self, mut job: FolderJob) -> bool {
+        loop {
+            match self.tx.send_timeout(job, Duration::from_millis(200)) {
+                Ok(()) => return true,
+                Err(SendTimeoutError::Timeout(j)) => {
+                    if self.stop.load(Ordering::SeqCst) {
+                        // Stays in .processing; the next start re-queues it.
+                        return false;
+                    }
+                    job = j;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return false,
+            }
+        }
+    }
+}
+
+/// Close-after-write or moved-in: the file is complete.
+fn is_complete_file_event(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+    )
+}
+
+/// Same file (name, size, modification time) → same id, across restarts.
+fn stable_id(source: &str, original: &Path, size: u64, mtime: SystemTime) -> String {
+    let mut h = Sha256::new();
+    h.update(original.file_name().unwrap_or_default().as_encoded_bytes());
+    h.update(size.to_le_bytes());
+    let nanos = mtime
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.update(nanos.to_le_bytes());
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{source}-{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    fn config(dir: &Path) -> FolderConfig {
+        FolderConfig {
+            name: "inbox".into(),
+            path: dir.join("inbox"),
+            done: None,
+            failed: None,
+            settle_ms: 0,
+            rescan_s: 1,
+        }
+    }
+
+    fn start(
+        cfg: FolderConfig,
+        cap: usize,
+    ) -> (
+        crossbeam_channel::Receiver<FolderJob>,
+        Arc<AtomicBool>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = bounded(cap);
+        let stop = Arc::new(AtomicBool::new(false));
+        let src = FolderSource::new(cfg, tx, stop.clone()).unwrap();
+        let t = std::thread::spawn(move || src.run().unwrap());
+        (rx, stop, t)
+    }
+
+    fn recv(rx: &crossbeam_channel::Receiver<FolderJob>) -> FolderJob {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a job within 10 s")
+    }
+
+    #[test]
+    fn default_dirs_sit_beside_the_inbox() {
+        let cfg = config(Path::new("/var/lib/edgewatch"));
+        let p = cfg.paths();
+        assert_eq!(p.done, PathBuf::from("/var/lib/edgewatch/done"));
+        assert_eq!(p.failed, PathBuf::from("/var/lib/edgewatch/failed"));
+        assert_eq!(
+            p.processing,
+            PathBuf::from("/var/lib/edgewatch/inbox/.processing")
+        );
+        assert!(cfg.validate().is_empty());
+        let bad = FolderConfig {
+            done: Some("/var/lib/edgewatch/inbox/done".into()),
+            ..cfg
+        };
+        assert_eq!(bad.validate()[0].0, "done");
+    }
+
+    #[test]
+    fn existing_files_are_claimed_and_moved_to_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        std::fs::create_dir_all(&cfg.path).unwrap();
+        std::fs::write(cfg.path.join("b.jpg"), b"2").unwrap();
+        std::fs::write(cfg.path.join("a.jpg"), b"1").unwrap();
+        std::fs::write(cfg.path.join(".hidden.jpg"), b"x").unwrap();
+        std::fs::write(cfg.path.join("c.jpg.part"), b"x").unwrap();
+        let (rx, stop, t) = start(cfg.clone(), 4);
+        let a = recv(&rx);
+        let b = recv(&rx);
+        assert_eq!(
+            a.path,
+            cfg.path.join(".processing/a.jpg"),
+            "scan goes in name order"
+        );
+        assert_eq!(b.meta.seq, 2);
+        assert!(a.path.exists() && !cfg.path.join("a.jpg").exists());
+        assert_eq!(
+            a.meta.path.as_deref(),
+            Some(cfg.path.join("a.jpg").as_path())
+        );
+        let done = a.done().unwrap();
+        assert_eq!(done, dir.path().join("done/a.jpg"));
+        assert_eq!(std::fs::read(done).unwrap(), b"1");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+            "hidden and partial files are left alone"
+        );
+        assert!(cfg.path.join(".hidden.jpg").exists() && cfg.path.join("c.jpg.part").exists());
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+        drop(b);
+    }
+
+    #[test]
+    fn files_written_or_moved_in_later_are_picked_up_by_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.rescan_s = 3600; // only events can find the files
+        let (rx, stop, t) = start(cfg.clone(), 4);
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(cfg.path.join("written.png"), b"w").unwrap();
+        let j = recv(&rx);
+        assert!(j.path.ends_with(".processing/written.png"));
+        let outside = dir.path().join("staged.png");
+        std::fs::write(&outside, b"m").unwrap();
+        std::fs::rename(&outside, cfg.path.join("moved.png")).unwrap();
+        let j = recv(&rx);
+        assert!(j.path.ends_with(".processing/moved.png"));
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn failed_files_get_an_error_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        std::fs::create_dir_all(&cfg.path).unwrap();
+        std::fs::write(cfg.path.join("bad.jpg"), b"junk").unwrap();
+        let (rx, stop, t) = start(cfg.clone(), 1);
+        let job = recv(&rx);
+        let dest = job.failed("decode", "not a supported image").unwrap();
+        assert_eq!(dest, dir.path().join("failed/bad.jpg"));
+        let record: FailureRecord = serde_json::from_slice(
+            &std::fs::read(dir.path().join("failed/bad.jpg.error.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record.stage, "decode");
+        assert_eq!(record.error, "not a supported image");
+        assert_eq!(record.source, "inbox");
+        assert!(record.file.ends_with("inbox/bad.jpg"));
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn files_left_in_processing_are_requeued_with_the_same_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        std::fs::create_dir_all(&cfg.path).unwrap();
+        std::fs::write(cfg.path.join("x.jpg"), b"data").unwrap();
+        let (rx, stop, t) = start(cfg.clone(), 1);
+        let first = recv(&rx);
+        // Simulate a crash: the job is never finished.
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+        let id = first.meta.id.clone();
+        drop(first);
+        assert!(cfg.path.join(".processing/x.jpg").exists());
+        let (rx, stop, t) = start(cfg.clone(), 1);
+        let again = recv(&rx);
+        assert_eq!(again.meta.id, id, "stable id across restarts");
+        assert_eq!(again.path, cfg.path.join(".processing/x.jpg"));
+        again.done().unwrap();
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+        assert!(dir.path().join("done/x.jpg").exists());
+    }
+
+    #[test]
+    fn done_never_overwrites_an_earlier_file_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/a.jpg"), b"old").unwrap();
+        assert_eq!(
+            free_name(&dir.path().join("d"), Path::new("/x/a.jpg")),
+            dir.path().join("d/a.1.jpg")
+        );
+    }
+
+    #[test]
+    fn back_pressure_leaves_files_in_the_inbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        std::fs::create_dir_all(&cfg.path).unwrap();
+        for i in 0..5 {
+            std::fs::write(cfg.path.join(format!("{i}.jpg")), b"x").unwrap();
+        }
+        let (rx, stop, t) = start(cfg.clone(), 1);
+        std::thread::sleep(Duration::from_millis(500));
+        // One in the channel, one held by the blocked sender; the rest wait on disk.
+        let waiting = std::fs::read_dir(&cfg.path)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count();
+        assert_eq!(waiting, 3);
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+        drop(rx);
+    }
+}

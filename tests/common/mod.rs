@@ -1,0 +1,315 @@
+//! Real parts for integration tests: a mosquitto broker on a free loopback
+//! port, an MQTT subscriber, the daemon as a child process, the model.
+#![allow(dead_code)]
+
+pub mod textimg;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The reference model, fetched by `engines/fetch-models.sh`.
+pub fn model_path() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("engines/ppocr-det-v4.onnx");
+    assert!(
+        p.exists(),
+        "{} is missing; fetch it with engines/fetch-models.sh (bash .ci/run does this)",
+        p.display()
+    );
+    p
+}
+
+/// The `edgewatch` binary built for this test run.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edgewatch")
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real mosquitto, listening on 127.0.0.1 only.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn mosquitto_bin() -> &'static str {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("mosquitto is not installed; apt-get install mosquitto (bash .ci/run does this)");
+}
+
+impl Broker {
+    /// Starts a broker on a free port.
+    pub fn start() -> Broker {
+        Broker::start_on(free_port())
+    }
+
+    /// Starts a broker on `port` (used to bring one back after a stop).
+    pub fn start_on(port: u16) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Broker {
+            child: None,
+            port,
+            dir,
+        };
+        b.restart();
+        b
+    }
+
+    /// (Re)starts the process on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {} within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the broker.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A message as a subscriber saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("payload is JSON")
+    }
+}
+
+/// A real MQTT client subscribed to a filter, collecting what arrives.
+pub struct Subscriber {
+    received: Arc<Mutex<Vec<Received>>>,
+    client: rumqttc::Client,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    pub fn connect(port: u16, filter: &str) -> Subscriber {
+        let id = format!("test-sub-{}-{}", std::process::id(), free_port());
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(16 << 20, 16 << 20);
+        let (client, mut conn) = rumqttc::Client::new(opts, 100);
+        client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = received.clone();
+        let thread = std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        sink.lock().unwrap().push(Received {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribed within 10 s");
+        Subscriber {
+            received,
+            client,
+            thread: Some(thread),
+        }
+    }
+
+    /// Everything received so far.
+    pub fn all(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds over what was received, or panics after `timeout`.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.all();
+            if pred(&all) {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; got {} message(s)",
+                all.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The daemon as a child process, its stderr captured line by line.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("EDGEWATCH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgewatch run");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[daemon] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`, or panics.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line containing {needle:?} within {timeout:?}; log:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for exit, or kills and panics after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("daemon did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes an image as JPEG (quality 90) or by extension.
+pub fn save(img: &image::RgbImage, path: &Path) {
+    if matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("jpg" | "jpeg")
+    ) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut enc =
+            image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 90);
+        enc.encode_image(img).unwrap();
+    } else {
+        img.save(path).unwrap();
+    }
+}
