@@ -25,8 +25,8 @@ cargo build --release --locked --bin edgewatch --example make_samples
 mkdir -p run
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Newest first: the daemon stops before the broker it talks to.
+  for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[$i]}" 2>/dev/null && wait "${pids[$i]}" 2>/dev/null || true; done
 }
 $keep || trap cleanup EXIT
 
@@ -60,18 +60,14 @@ say "dropping $samples sample images into run/inbox"
 
 if wait "$sub"; then
   say "detection messages received ($samples):"
-  if command -v python3 >/dev/null; then
-    python3 -c '
+  python3 - run/messages.jsonl <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
-    print(f"{m[\"id\"]}  {m[\"image\"][\"path\"]}  {len(m[\"detections\"])} boxes  {m[\"timing_ms\"][\"total\"]} ms")
+    print("%s  %s  %d boxes  %.0f ms" % (m["id"], m["image"]["path"], len(m["detections"]), m["timing_ms"]["total"]))
     for d in m["detections"][:3]:
-        print(f"    {d[\"label\"]} {d[\"score\"]:.2f} box={d[\"box\"]}")
-' run/messages.jsonl
-  else
-    cat run/messages.jsonl
-  fi
+        print("    %s %.2f box=%s" % (d["label"], d["score"], d["box"]))
+PY
   echo "(full messages in run/messages.jsonl; processed images in run/done/)"
 else
   echo "error: no messages within 300 s; see run/edgewatch.log" >&2
@@ -82,5 +78,4 @@ if $keep; then
   echo "daemon left running (pid $daemon); drop images into run/inbox; stop it with: kill $daemon"
 else
   say "stopping (SIGTERM)"
-  kill -TERM "$daemon"; wait "$daemon" || true
 fi

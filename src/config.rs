@@ -133,7 +133,7 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = normalize(&base.join(&*p));
             }
         };
         resolve(&mut self.model.path);
@@ -189,6 +189,29 @@ impl Config {
             bad(&key, reason);
         }
         issues
+    }
+}
+
+/// Removes `.` and `name/..` pairs without touching the file system, so
+/// logs show `run/inbox`, not `deploy/../run/inbox`.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 
@@ -355,6 +378,20 @@ mod tests {
             err.to_string(),
             "config error: /etc/edgewatch.toml:3: key `model.path`: not found"
         );
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_dir_and_tidied() {
+        assert_eq!(
+            normalize(Path::new("deploy/../run/./inbox")),
+            PathBuf::from("run/inbox")
+        );
+        assert_eq!(
+            normalize(Path::new("/etc/edgewatch/../x")),
+            PathBuf::from("/etc/x")
+        );
+        assert_eq!(normalize(Path::new("../a")), PathBuf::from("../a"));
+        assert_eq!(normalize(Path::new("a/..")), PathBuf::from("."));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Logging: human-readable `tracing` lines on stderr, one per event.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the stderr logger. `EDGEWATCH_LOG` (or `RUST_LOG`) sets the
@@ -11,6 +13,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

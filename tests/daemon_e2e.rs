@@ -132,7 +132,11 @@ fn folder_to_mqtt_with_bad_files_and_clean_stop() {
     assert!(r >= 0.95, "recall {r:.3} < 0.95");
 
     // Bad files end in failed/ with a reason; good ones in done/.
-    for bad in ["zero.jpg", "notes.txt", "truncated.png"] {
+    for (bad, why) in [
+        ("zero.jpg", "empty"),
+        ("notes.txt", "not a supported image"),
+        ("truncated.png", "truncated"),
+    ] {
         let record = dir.path().join(format!("failed/{bad}.error.json"));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !record.exists() && std::time::Instant::now() < deadline {
@@ -141,7 +145,11 @@ fn folder_to_mqtt_with_bad_files_and_clean_stop() {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
         assert_eq!(v["stage"], "decode", "{bad}");
-        assert!(!v["error"].as_str().unwrap().is_empty());
+        assert!(
+            v["error"].as_str().unwrap().contains(why),
+            "{bad}: {}",
+            v["error"]
+        );
         assert!(dir.path().join("failed").join(bad).exists());
     }
     for name in truth.keys() {

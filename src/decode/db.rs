@@ -429,8 +429,11 @@ mod tests {
         // A 60×8 bar at 45°.
         for t in 0..60 {
             for s in 0..8 {
-                let x = 30.0 + t as f64 * 0.7071 - s as f64 * 0.7071;
-                let y = 30.0 + t as f64 * 0.7071 + s as f64 * 0.7071;
+                let x = 30.0 + t as f64 * std::f64::consts::FRAC_1_SQRT_2
+                    - s as f64 * std::f64::consts::FRAC_1_SQRT_2;
+                let y = 30.0
+                    + t as f64 * std::f64::consts::FRAC_1_SQRT_2
+                    + s as f64 * std::f64::consts::FRAC_1_SQRT_2;
                 for (dx, dy) in [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5)] {
                     m[((y + dy) as usize) * w + (x + dx) as usize] = 0.9;
                 }

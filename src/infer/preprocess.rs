@@ -32,6 +32,10 @@ pub enum DecodeError {
 impl From<image::ImageError> for DecodeError {
     fn from(e: image::ImageError) -> Self {
         match e {
+            // The decoder reading past the end means the data is cut short.
+            image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                DecodeError::Corrupt("the data ends early (truncated file?)".into())
+            }
             image::ImageError::IoError(e) => DecodeError::Io(e),
             image::ImageError::Unsupported(_) => DecodeError::UnknownFormat,
             image::ImageError::Limits(l) => DecodeError::TooLarge(l.to_string()),
@@ -223,9 +227,9 @@ mod tests {
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         let truncated = write(dir.path(), "cut.png", &png[..png.len() / 2]);
-        let err = decode_file(&truncated, 1 << 30)
-            .err()
-            .expect("truncated PNG is refused");
+        let Err(err) = decode_file(&truncated, 1 << 30) else {
+            panic!("truncated PNG was accepted")
+        };
         assert!(
             matches!(err, DecodeError::Corrupt(_) | DecodeError::Io(_)),
             "{err:?}"
@@ -265,12 +269,56 @@ mod tests {
         }
     }
 
+    /// A JPEG with an APP1 Exif block holding only the orientation tag.
+    fn jpeg_with_orientation(img: &RgbImage, orientation: u8) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .encode_image(img)
+            .unwrap();
+        // Big-endian TIFF header, one IFD entry: 0x0112 SHORT 1 = orientation.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0".to_vec();
+        exif.extend_from_slice(&[orientation, 0, 0, 0, 0, 0, 0]);
+        let len = (exif.len() + 2) as u16;
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&exif);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        // 40×20, left half black, right half white.
+        let img = RgbImage::from_fn(40, 20, |x, _| {
+            if x < 20 {
+                image::Rgb([0, 0, 0])
+            } else {
+                image::Rgb([255; 3])
+            }
+        });
+        let plain = dir.path().join("plain.jpg");
+        std::fs::write(&plain, jpeg_with_orientation(&img, 1)).unwrap();
+        let upright = decode_file(&plain, 1 << 30).unwrap();
+        assert_eq!((upright.width(), upright.height()), (40, 20));
+        let rotated = dir.path().join("rot90.jpg");
+        std::fs::write(&rotated, jpeg_with_orientation(&img, 6)).unwrap();
+        let r = decode_file(&rotated, 1 << 30).unwrap();
+        // Orientation 6: rotate 90° clockwise; the black left half ends on top.
+        assert_eq!((r.width(), r.height()), (20, 40));
+        assert!(r.get_pixel(10, 5).0[0] < 40, "top is black");
+        assert!(r.get_pixel(10, 35).0[0] > 215, "bottom is white");
+    }
+
     #[test]
     fn decompression_bomb_is_refused_by_the_alloc_limit() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("big.png");
         image::GrayImage::new(4000, 4000).save(&p).unwrap();
-        let err = decode_file(&p, 1 << 20).err().expect("bomb is refused");
+        let Err(err) = decode_file(&p, 1 << 20) else {
+            panic!("bomb was accepted")
+        };
         assert!(matches!(err, DecodeError::TooLarge(_)), "{err:?}");
     }
 }

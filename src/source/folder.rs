@@ -271,10 +271,8 @@ impl FolderSource {
         self.requeue_processing()?;
         tracing::info!(source = %self.cfg.name, "watching {}", self.paths.inbox.display());
         while !self.stop.load(Ordering::SeqCst) {
-            if Instant::now() >= self.next_scan {
-                if !self.scan()? {
-                    return Ok(());
-                }
+            if Instant::now() >= self.next_scan && !self.scan()? {
+                return Ok(());
             }
             match ev_rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(Ok(event)) => {

@@ -138,6 +138,7 @@ impl Received {
 pub struct Subscriber {
     received: Arc<Mutex<Vec<Received>>>,
     client: rumqttc::Client,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -152,8 +153,13 @@ impl Subscriber {
         let received = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let sink = received.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
             for ev in conn.iter() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 match ev {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
                         let _ = ready_tx.send(());
@@ -176,6 +182,7 @@ impl Subscriber {
         Subscriber {
             received,
             client,
+            stop,
             thread: Some(thread),
         }
     }
@@ -210,6 +217,7 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.client.disconnect();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -92,8 +92,8 @@ pub fn draw_text(
                 return;
             }
             let p = img.get_pixel_mut(xx as u32, yy as u32);
-            for c in 0..3 {
-                p.0[c] = (p.0[c] as f32 * (1.0 - cov) + color[c] as f32 * cov).round() as u8;
+            for (ch, ink) in p.0.iter_mut().zip(color) {
+                *ch = (*ch as f32 * (1.0 - cov) + ink as f32 * cov).round() as u8;
             }
         });
         let nb = [b.min.x, b.min.y, b.max.x, b.max.y];
