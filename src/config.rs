@@ -137,6 +137,12 @@ impl Config {
             }
         };
         resolve(&mut self.model.path);
+        if let Some(m) = self.mqtt.as_mut() {
+            resolve(&mut m.outbox);
+            if let Some(p) = m.password_file.as_mut() {
+                resolve(p);
+            }
+        }
         for source in &mut self.sources {
             source.resolve_paths(&resolve);
         }

@@ -96,7 +96,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                         break;
                     }
                     match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(job) => process(job, &mut detector, &sink, &device, &info),
+                        Ok(job) => process(job, &mut detector, &sink, &device, &info, &stop),
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
@@ -133,6 +133,7 @@ fn process(
     sink: &MqttSink,
     device: &str,
     info: &crate::infer::model::ModelInfo,
+    stop: &AtomicBool,
 ) {
     let shown = job
         .meta
@@ -143,7 +144,9 @@ fn process(
     match detector.detect_file(&job.path) {
         Ok(result) => {
             let msg = Message::new(device, &job.meta, info, &result);
-            if let Err(e) = sink.publish(&msg) {
+            // Durable before the file counts as processed: a crash after this
+            // re-sends (same id), a crash before it re-processes the file.
+            if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
                 // Left in .processing: the next start re-queues it.
                 tracing::error!(source = %job.meta.source, "{shown}: {e}; the file stays queued for the next start");
                 return;

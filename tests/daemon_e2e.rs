@@ -25,6 +25,7 @@ settle_ms = 200
 [mqtt]
 url = "{broker_url}"
 topic_prefix = "edgewatch"
+outbox = "outbox"
 "#,
             model = common::model_path().display().to_string()
         ),

@@ -1,4 +1,5 @@
 //! Sinks: the message schema and the MQTT publisher.
 
 pub mod mqtt;
+pub mod outbox;
 pub mod payload;

@@ -6,9 +6,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
 use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Deserialize;
 
+use super::outbox::{Outbox, OutboxError};
 use super::payload::{detections_topic, status_topic, Message};
 
 /// `[mqtt]` section.
@@ -27,6 +31,26 @@ pub struct MqttConfig {
     /// Keep-alive interval in seconds.
     #[serde(default = "d_keep_alive")]
     pub keep_alive_s: u64,
+    /// User name, when the broker wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (first line); must not be world-readable.
+    /// `EDGEWATCH_MQTT_PASSWORD` is used when this is not set.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Durable outbox directory.
+    #[serde(default = "d_outbox")]
+    pub outbox: PathBuf,
+    /// Most the outbox holds, in MiB (fractions allowed); beyond it folders wait.
+    #[serde(default = "d_outbox_max_mb")]
+    pub outbox_max_mb: f64,
+}
+
+fn d_outbox() -> PathBuf {
+    "/var/lib/edgewatch/outbox".into()
+}
+fn d_outbox_max_mb() -> f64 {
+    512.0
 }
 
 fn d_url() -> String {
@@ -49,6 +73,10 @@ impl Default for MqttConfig {
             topic_prefix: d_prefix(),
             qos: d_qos(),
             keep_alive_s: d_keep_alive(),
+            username: None,
+            password_file: None,
+            outbox: d_outbox(),
+            outbox_max_mb: d_outbox_max_mb(),
         }
     }
 }
@@ -90,7 +118,43 @@ impl MqttConfig {
                 format!("{} is outside 5..=3600 seconds", self.keep_alive_s),
             ));
         }
+        if self.outbox_max_mb.is_nan() || self.outbox_max_mb <= 0.0 {
+            out.push((
+                "outbox_max_mb",
+                format!("{} must be greater than 0", self.outbox_max_mb),
+            ));
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            out.push((
+                "username",
+                "password_file is set but username is not".into(),
+            ));
+        }
+        if let Err(e) = self.password() {
+            out.push(("password_file", e));
+        }
         out
+    }
+
+    /// The password from `password_file` or `EDGEWATCH_MQTT_PASSWORD`.
+    /// A file others can read is refused: it would leak the credential.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.password_file else {
+            return Ok(std::env::var("EDGEWATCH_MQTT_PASSWORD").ok());
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        if meta.permissions().mode() & 0o004 != 0 {
+            return Err(format!(
+                "{} is readable by every user; run: chmod o-r {}",
+                path.display(),
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        Ok(Some(text.lines().next().unwrap_or("").to_string()))
     }
 
     /// Host and port from `url`.
@@ -142,40 +206,58 @@ impl MqttConfig {
 /// Errors from the sink.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// The publisher has stopped.
-    #[error("MQTT publisher is closed: {0}")]
-    Closed(String),
+    /// The message could not be made durable.
+    #[error("{0}")]
+    Outbox(#[from] OutboxError),
 }
 
-/// Counters shared with the event-loop thread.
+/// Counters shared with the publisher thread.
 #[derive(Debug, Default)]
 pub struct SinkStats {
-    /// Messages handed to the client.
-    pub published: AtomicU64,
-    /// QoS 1 acknowledgements received.
+    /// Messages written to the outbox.
+    pub queued: AtomicU64,
+    /// Messages the broker acknowledged (or sent, at QoS 0).
     pub acked: AtomicU64,
     /// Whether the broker session is up.
     pub connected: AtomicBool,
 }
 
-/// A running MQTT publisher.
+/// Publishes in flight at once; the rest wait in the outbox.
+const WINDOW: usize = 32;
+
+/// A running MQTT publisher fed by the durable outbox.
 pub struct MqttSink {
-    client: Client,
-    cfg: MqttConfig,
+    outbox: Arc<Outbox>,
+    prefix: String,
     device: String,
     stats: Arc<SinkStats>,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Requests queued in the client before `publish` blocks (back-pressure).
-const REQUEST_CAPACITY: usize = 64;
-
 impl MqttSink {
-    /// Starts the publisher; it connects in the background and keeps retrying,
-    /// so a missing broker never stops the daemon from starting.
+    /// Opens the outbox and starts the publisher; it connects in the
+    /// background and keeps retrying, so a missing broker never stops the
+    /// daemon from starting.
     pub fn start(cfg: &MqttConfig, device: &str) -> Result<MqttSink, String> {
         let addr = cfg.broker()?;
+        let (outbox, recovery) = Outbox::open(&cfg.outbox, (cfg.outbox_max_mb * 1048576.0) as u64)
+            .map_err(|e| e.to_string())?;
+        if recovery.pending > 0 || recovery.truncated_bytes > 0 {
+            tracing::info!(
+                "outbox {}: {} message(s) from an earlier run to deliver{}",
+                cfg.outbox.display(),
+                recovery.pending,
+                if recovery.truncated_bytes > 0 {
+                    format!(
+                        "; cut {} torn byte(s) at the tail",
+                        recovery.truncated_bytes
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         let mut opts = MqttOptions::new(device, addr.host.clone(), addr.port);
         opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
         opts.set_last_will(LastWill::new(
@@ -185,23 +267,28 @@ impl MqttSink {
             true,
         ));
         opts.set_max_packet_size(16 << 20, 16 << 20);
-        let (client, connection) = Client::new(opts, REQUEST_CAPACITY);
+        if let Some(user) = &cfg.username {
+            opts.set_credentials(user.clone(), cfg.password()?.unwrap_or_default());
+        }
+        let outbox = Arc::new(outbox);
         let stats = Arc::new(SinkStats::default());
         let stopping = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let client = client.clone();
-            let stats = stats.clone();
-            let stopping = stopping.clone();
-            let status = status_topic(&cfg.topic_prefix, device);
-            let url = cfg.url.clone();
-            std::thread::Builder::new()
-                .name("mqtt".into())
-                .spawn(move || event_loop(connection, client, stats, stopping, status, url))
-                .map_err(|e| format!("cannot start the MQTT thread: {e}"))?
+        let publisher = Publisher {
+            opts,
+            qos: cfg.qos_level(),
+            url: cfg.url.clone(),
+            status: status_topic(&cfg.topic_prefix, device),
+            outbox: outbox.clone(),
+            stats: stats.clone(),
+            stopping: stopping.clone(),
         };
+        let thread = std::thread::Builder::new()
+            .name("mqtt".into())
+            .spawn(move || publisher.run())
+            .map_err(|e| format!("cannot start the MQTT thread: {e}"))?;
         Ok(MqttSink {
-            client,
-            cfg: cfg.clone(),
+            outbox,
+            prefix: cfg.topic_prefix.clone(),
             device: device.to_string(),
             stats,
             stopping,
@@ -209,14 +296,14 @@ impl MqttSink {
         })
     }
 
-    /// Queues `msg` for its source's topic. Blocks while the client's queue is
-    /// full, which holds back the folders upstream instead of dropping.
-    pub fn publish(&self, msg: &Message) -> Result<(), SinkError> {
-        let topic = detections_topic(&self.cfg.topic_prefix, &self.device, &msg.source);
-        self.client
-            .publish(topic, self.cfg.qos_level(), false, msg.to_json())
-            .map_err(|e| SinkError::Closed(e.to_string()))?;
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
+    /// Makes `msg` durable in the outbox (synced to disk); the publisher
+    /// thread delivers it. While the outbox is full this waits, unless
+    /// `keep_waiting` turns false.
+    pub fn publish(&self, msg: &Message, keep_waiting: impl Fn() -> bool) -> Result<(), SinkError> {
+        let topic = detections_topic(&self.prefix, &self.device, &msg.source);
+        self.outbox
+            .append(&topic, msg.to_json().as_bytes(), keep_waiting)?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -225,98 +312,242 @@ impl MqttSink {
         self.stats.clone()
     }
 
-    /// Waits up to `grace` for outstanding QoS 1 acknowledgements, marks the
-    /// device `offline` (a clean disconnect does not fire the last will) and
-    /// disconnects.
+    /// (messages, bytes) waiting for the broker.
+    pub fn depth(&self) -> (usize, u64) {
+        self.outbox.depth()
+    }
+
+    /// Gives the publisher up to `grace` to empty the outbox while connected,
+    /// then marks the device `offline` (a clean disconnect does not fire the
+    /// last will) and disconnects. What is left stays in the outbox for the
+    /// next start.
     pub fn shutdown(mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
-        if self.cfg.qos > 0 {
-            while self.stats.connected.load(Ordering::Relaxed)
-                && self.stats.acked.load(Ordering::Relaxed)
-                    < self.stats.published.load(Ordering::Relaxed)
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        while self.stats.connected.load(Ordering::Relaxed)
+            && self.outbox.depth().0 > 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let unacked = self
-            .stats
-            .published
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.stats.acked.load(Ordering::Relaxed));
-        if self.cfg.qos > 0 && unacked > 0 {
-            tracing::warn!(
-                unacked,
-                "stopping with {unacked} message(s) not acknowledged by the broker"
-            );
+        let (left, _) = self.outbox.depth();
+        if left > 0 {
+            tracing::warn!("stopping with {left} message(s) in the outbox; they are delivered after the next start");
         }
         self.stopping.store(true, Ordering::SeqCst);
-        let status = status_topic(&self.cfg.topic_prefix, &self.device);
-        let _ = self
-            .client
-            .try_publish(status, QoS::AtLeastOnce, true, "offline");
-        let _ = self.client.try_disconnect();
         if let Some(t) = self.thread.take() {
-            // The loop exits once the disconnect is sent, or on its own poll
-            // timeout when the broker is gone.
             let _ = t.join();
         }
     }
 }
 
-fn event_loop(
-    mut connection: Connection,
-    client: Client,
+/// The publisher thread's state: one connection at a time, the outbox as
+/// the only record of what is undelivered.
+struct Publisher {
+    opts: MqttOptions,
+    qos: QoS,
+    url: String,
+    status: String,
+    outbox: Arc<Outbox>,
     stats: Arc<SinkStats>,
     stopping: Arc<AtomicBool>,
-    status: String,
-    url: String,
-) {
-    let mut backoff = Duration::from_millis(500);
-    let mut reported_down = false;
-    loop {
-        match connection.recv_timeout(Duration::from_millis(500)) {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                stats.connected.store(true, Ordering::Relaxed);
-                backoff = Duration::from_millis(500);
-                reported_down = false;
-                tracing::info!(broker = %url, "connected to MQTT broker {url}");
-                // try_: this thread drains the queue, so it must never block on it.
-                if let Err(e) = client.try_publish(status.clone(), QoS::AtLeastOnce, true, "online")
-                {
-                    tracing::warn!("could not queue the online status: {e}");
+}
+
+enum Session {
+    /// The connection dropped or never came up; try again after a pause.
+    Lost,
+    /// The daemon is stopping.
+    Stopped,
+}
+
+impl Publisher {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn run(self) {
+        let mut backoff = Duration::from_secs(1);
+        let mut reported_down = false;
+        while !self.stopping() {
+            // A fresh client per connection: rumqttc's own retransmission
+            // state never outlives a session, the outbox replays instead.
+            let (client, conn) = Client::new(self.opts.clone(), WINDOW * 2 + 8);
+            match self.session(&client, conn, &mut reported_down, &mut backoff) {
+                Session::Stopped => break,
+                Session::Lost => {
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    sleep_unless(&self.stopping, jitter(backoff));
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             }
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
-                stats.acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) if stopping.load(Ordering::SeqCst) => {
-                break
-            }
-            Ok(Ok(_)) => {}
-            Err(rumqttc::RecvTimeoutError::Timeout) => {
-                if stopping.load(Ordering::SeqCst) && !stats.connected.load(Ordering::Relaxed) {
+        }
+        self.stats.connected.store(false, Ordering::Relaxed);
+    }
+
+    fn session(
+        &self,
+        client: &Client,
+        mut conn: Connection,
+        reported_down: &mut bool,
+        backoff: &mut Duration,
+    ) -> Session {
+        // Connect.
+        loop {
+            match conn.recv_timeout(Duration::from_millis(200)) {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                    if ack.code != rumqttc::ConnectReturnCode::Success {
+                        self.report_refused(reported_down, ack.code);
+                        return Session::Lost;
+                    }
                     break;
                 }
+                Ok(Ok(_)) => {}
+                Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => {
+                    self.report_refused(reported_down, code);
+                    return Session::Lost;
+                }
+                Ok(Err(e)) => {
+                    self.report_down(reported_down, &e.to_string());
+                    return Session::Lost;
+                }
+                Err(rumqttc::RecvTimeoutError::Timeout) if self.stopping() => {
+                    return Session::Stopped
+                }
+                Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Err(rumqttc::RecvTimeoutError::Disconnected) => return Session::Lost,
             }
-            Err(rumqttc::RecvTimeoutError::Disconnected) => break,
-            Ok(Err(e)) => {
-                stats.connected.store(false, Ordering::Relaxed);
-                if stopping.load(Ordering::SeqCst) {
-                    break;
+        }
+        *reported_down = false;
+        *backoff = Duration::from_secs(1);
+        self.stats.connected.store(true, Ordering::Relaxed);
+        let (pending, _) = self.outbox.depth();
+        tracing::info!(broker = %self.url, "connected to MQTT broker {} ({pending} message(s) to deliver)", self.url);
+
+        // Each publish request produces one Outgoing::Publish event, in
+        // order; that is where a packet id gets tied to an outbox key.
+        let mut requested: VecDeque<Option<u64>> = VecDeque::new();
+        let mut inflight: HashMap<u16, u64> = HashMap::new();
+        let mut cursor: Option<u64> = None;
+        if client
+            .try_publish(self.status.clone(), QoS::AtLeastOnce, true, "online")
+            .is_ok()
+        {
+            requested.push_back(None);
+        }
+        loop {
+            if self.stopping() {
+                return self.say_goodbye(client, &mut conn);
+            }
+            let room = WINDOW.saturating_sub(requested.len() + inflight.len());
+            if room > 0 {
+                match self.outbox.read_after(cursor, room) {
+                    Ok(entries) => {
+                        for e in entries {
+                            if client
+                                .try_publish(e.topic, self.qos, false, e.payload)
+                                .is_err()
+                            {
+                                break;
+                            }
+                            requested.push_back(Some(e.key));
+                            cursor = Some(e.key);
+                        }
+                    }
+                    Err(e) => tracing::error!("cannot read the outbox: {e}"),
                 }
-                if !reported_down {
-                    tracing::warn!(broker = %url, "MQTT broker {url} unreachable ({e}); retrying with back-off, detections wait in the queue");
-                    reported_down = true;
-                } else {
-                    tracing::debug!("MQTT reconnect failed: {e}");
+            }
+            match conn.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                    if let Some(Some(key)) = requested.pop_front() {
+                        if self.qos == QoS::AtMostOnce {
+                            self.acked(key);
+                        } else {
+                            inflight.insert(pkid, key);
+                        }
+                    }
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                    if let Some(key) = inflight.remove(&ack.pkid) {
+                        self.acked(key);
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let unacked = self.outbox.depth().0;
+                    tracing::warn!(broker = %self.url, "lost the MQTT broker {} ({e}); {unacked} message(s) kept in the outbox, reconnecting", self.url);
+                    *reported_down = true;
+                    return Session::Lost;
+                }
+                Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Err(rumqttc::RecvTimeoutError::Disconnected) => return Session::Lost,
             }
         }
     }
-    stats.connected.store(false, Ordering::Relaxed);
+
+    fn acked(&self, key: u64) {
+        if let Err(e) = self.outbox.ack(key) {
+            tracing::error!("cannot record a delivery in the outbox: {e}");
+        }
+        self.stats.acked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn report_refused(&self, reported_down: &mut bool, code: rumqttc::ConnectReturnCode) {
+        use rumqttc::ConnectReturnCode as C;
+        let hint = match code {
+            C::BadUserNamePassword | C::NotAuthorized => {
+                "check mqtt.username and the password in mqtt.password_file"
+            }
+            C::BadClientId => "check `device`, which is the client id",
+            _ => "check the broker's log",
+        };
+        let why = format!("the broker refused the connection ({code:?}); {hint}");
+        if *reported_down {
+            tracing::debug!("{why}");
+        } else {
+            tracing::error!(broker = %self.url, "MQTT broker {}: {why}; retrying with back-off, detections wait in the outbox", self.url);
+            *reported_down = true;
+        }
+    }
+
+    fn report_down(&self, reported_down: &mut bool, why: &str) {
+        if *reported_down {
+            tracing::debug!("MQTT reconnect failed: {why}");
+        } else {
+            tracing::warn!(broker = %self.url, "MQTT broker {} unreachable ({why}); retrying with back-off, detections wait in the outbox", self.url);
+            *reported_down = true;
+        }
+    }
+
+    fn say_goodbye(&self, client: &Client, conn: &mut Connection) -> Session {
+        let _ = client.try_publish(self.status.clone(), QoS::AtLeastOnce, true, "offline");
+        let _ = client.try_disconnect();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match conn.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) => break,
+                Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                _ => {}
+            }
+        }
+        Session::Stopped
+    }
+}
+
+/// `d` scaled by a factor in [0.5, 1.5), so a fleet does not reconnect in step.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    d.mul_f64(0.5 + (nanos % 1000) as f64 / 1000.0)
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(
+            Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +580,27 @@ mod tests {
             let err = cfg(url).broker().unwrap_err();
             assert!(err.contains("mqtt://"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn password_files_must_not_be_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pass");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = MqttConfig {
+            username: Some("u".into()),
+            password_file: Some(p.clone()),
+            ..MqttConfig::default()
+        };
+        let err = c.password().unwrap_err();
+        assert!(
+            err.contains("chmod o-r") && !err.contains("s3cret"),
+            "{err}"
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(c.password().unwrap().as_deref(), Some("s3cret"));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Extra mosquitto.conf lines (persistence, auth).
+    extra: String,
 }
 
 fn mosquitto_bin() -> &'static str {
@@ -52,6 +54,15 @@ fn mosquitto_bin() -> &'static str {
     panic!("mosquitto is not installed; apt-get install mosquitto (bash .ci/run does this)");
 }
 
+/// mosquitto started as root drops to its own user, which must be able to
+/// write its persistence file and read its password file here.
+fn broker_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
 impl Broker {
     /// Starts a broker on a free port.
     pub fn start() -> Broker {
@@ -60,14 +71,43 @@ impl Broker {
 
     /// Starts a broker on `port` (used to bring one back after a stop).
     pub fn start_on(port: u16) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
+        Broker::start_with(port, "allow_anonymous true\npersistence false\n")
+    }
+
+    /// A broker that keeps sessions and queued messages across a graceful
+    /// stop, so subscribers with persistent sessions miss nothing.
+    pub fn start_persistent() -> Broker {
+        let dir = broker_dir();
+        let extra = format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+            dir.path().display()
+        );
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir,
+            extra,
+        };
+        b.restart();
+        b
+    }
+
+    /// A broker on `port` with these mosquitto.conf lines after `listener`.
+    pub fn start_with(port: u16, extra: &str) -> Broker {
+        let dir = broker_dir();
         let mut b = Broker {
             child: None,
             port,
             dir,
+            extra: extra.to_string(),
         };
         b.restart();
         b
+    }
+
+    /// The broker's own scratch directory (config, password file).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// (Re)starts the process on the same port.
@@ -76,10 +116,7 @@ impl Broker {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-                self.port
-            ),
+            format!("listener {} 127.0.0.1\n{}", self.port, self.extra),
         )
         .unwrap();
         let child = Command::new(mosquitto_bin())
@@ -98,6 +135,17 @@ impl Broker {
                 self.port
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait: mosquitto saves its persistent state on the way out.
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
         }
     }
 
@@ -145,7 +193,19 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn connect(port: u16, filter: &str) -> Subscriber {
         let id = format!("test-sub-{}-{}", std::process::id(), free_port());
+        Subscriber::connect_as(port, filter, &id, true)
+    }
+
+    /// A subscriber with a persistent session (`clean_session = false`): the
+    /// broker queues QoS 1 messages for it while it is away, and it keeps
+    /// reconnecting when the broker goes down.
+    pub fn persistent(port: u16, filter: &str, id: &str) -> Subscriber {
+        Subscriber::connect_as(port, filter, id, false)
+    }
+
+    fn connect_as(port: u16, filter: &str, id: &str, clean: bool) -> Subscriber {
         let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(clean);
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut conn) = rumqttc::Client::new(opts, 100);
@@ -164,6 +224,7 @@ impl Subscriber {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
                         let _ = ready_tx.send(());
                     }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Disconnect)) => {}
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                         sink.lock().unwrap().push(Received {
                             topic: p.topic.clone(),
@@ -256,6 +317,17 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL: no chance to clean up, as in a power cut for the process.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     pub fn log(&self) -> Vec<String> {
