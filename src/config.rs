@@ -139,7 +139,15 @@ impl Config {
         resolve(&mut self.model.path);
         if let Some(m) = self.mqtt.as_mut() {
             resolve(&mut m.outbox);
-            if let Some(p) = m.password_file.as_mut() {
+            for p in [
+                &mut m.password_file,
+                &mut m.ca_file,
+                &mut m.client_cert,
+                &mut m.client_key,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 resolve(p);
             }
         }

@@ -38,6 +38,16 @@ pub struct MqttConfig {
     /// `EDGEWATCH_MQTT_PASSWORD` is used when this is not set.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign the broker's certificate, for
+    /// `mqtts://`; the system's CA store when not set.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), when the broker asks for one.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// Client private key (PEM); must not be world-readable.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// Durable outbox directory.
     #[serde(default = "d_outbox")]
     pub outbox: PathBuf,
@@ -75,10 +85,28 @@ impl Default for MqttConfig {
             keep_alive_s: d_keep_alive(),
             username: None,
             password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             outbox: d_outbox(),
             outbox_max_mb: d_outbox_max_mb(),
         }
     }
+}
+
+/// Secrets (passwords, private keys) readable by every user are refused.
+pub fn refuse_world_readable(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(format!(
+            "{} is readable by every user; run: chmod o-r {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// A broker address parsed from `mqtt://host:port`.
@@ -88,6 +116,8 @@ pub struct BrokerAddr {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// `mqtts://`: TLS.
+    pub tls: bool,
 }
 
 impl MqttConfig {
@@ -133,6 +163,31 @@ impl MqttConfig {
         if let Err(e) = self.password() {
             out.push(("password_file", e));
         }
+        match self.broker() {
+            Ok(b) if b.tls => {
+                if let Err(problem) = super::tls::client_config(self) {
+                    out.push(problem);
+                }
+            }
+            Ok(_) => {
+                for (key, set) in [
+                    ("ca_file", self.ca_file.is_some()),
+                    ("client_cert", self.client_cert.is_some()),
+                    ("client_key", self.client_key.is_some()),
+                ] {
+                    if set {
+                        out.push((
+                            key,
+                            format!(
+                                "is set but the url is not TLS; use mqtts://{}",
+                                self.url.split("://").nth(1).unwrap_or("")
+                            ),
+                        ));
+                    }
+                }
+            }
+            Err(_) => {}
+        }
         out
     }
 
@@ -167,12 +222,7 @@ impl MqttConfig {
         })?;
         match url.scheme() {
             "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" => {
-                return Err(format!(
-                    "{:?}: TLS (mqtts://) is not supported by this version yet; use mqtt://",
-                    self.url
-                ))
-            }
+            "mqtts" | "ssl" => {}
             other => {
                 return Err(format!(
                     "{:?}: scheme {other:?} is not MQTT; use mqtt://host:1883",
@@ -180,6 +230,7 @@ impl MqttConfig {
                 ))
             }
         }
+        let tls = matches!(url.scheme(), "mqtts" | "ssl");
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
@@ -190,7 +241,8 @@ impl MqttConfig {
             .to_string();
         Ok(BrokerAddr {
             host,
-            port: url.port().unwrap_or(1883),
+            port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
+            tls,
         })
     }
 
@@ -267,6 +319,13 @@ impl MqttSink {
             true,
         ));
         opts.set_max_packet_size(16 << 20, 16 << 20);
+        if addr.tls {
+            let tls = super::tls::client_config(cfg)
+                .map_err(|(key, why)| format!("mqtt.{key}: {why}"))?;
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls),
+            ));
+        }
         if let Some(user) = &cfg.username {
             opts.set_credentials(user.clone(), cfg.password()?.unwrap_or_default());
         }
@@ -403,6 +462,15 @@ impl Publisher {
                 Ok(Ok(_)) => {}
                 Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => {
                     self.report_refused(reported_down, code);
+                    return Session::Lost;
+                }
+                Ok(Err(rumqttc::ConnectionError::Tls(e))) => {
+                    self.report_down(
+                        reported_down,
+                        &format!(
+                            "TLS failed: {e}; check that mqtt.ca_file signs the broker's certificate and that the URL's host name is in it"
+                        ),
+                    );
                     return Session::Lost;
                 }
                 Ok(Err(e)) => {
@@ -567,7 +635,8 @@ mod tests {
             cfg("mqtt://10.0.0.5").broker().unwrap(),
             BrokerAddr {
                 host: "10.0.0.5".into(),
-                port: 1883
+                port: 1883,
+                tls: false
             }
         );
         assert_eq!(cfg("tcp://broker.local:1999").broker().unwrap().port, 1999);
@@ -576,7 +645,9 @@ mod tests {
 
     #[test]
     fn bad_urls_say_what_to_write() {
-        for url in ["http://x", "mqtts://x:8883", "not a url", "mqtt://"] {
+        assert!(cfg("mqtts://b.local").broker().unwrap().tls);
+        assert_eq!(cfg("mqtts://b.local").broker().unwrap().port, 8883);
+        for url in ["http://x", "not a url", "mqtt://"] {
             let err = cfg(url).broker().unwrap_err();
             assert!(err.contains("mqtt://"), "{url}: {err}");
         }
@@ -601,6 +672,34 @@ mod tests {
         );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert_eq!(c.password().unwrap().as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn tls_settings_are_checked_against_the_url_and_each_other() {
+        let keys = |c: MqttConfig| c.validate().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let plain_with_ca = MqttConfig {
+            ca_file: Some("/x/ca.pem".into()),
+            ..cfg("mqtt://b:1883")
+        };
+        assert_eq!(keys(plain_with_ca), vec!["ca_file"]);
+        let missing_ca = MqttConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..cfg("mqtts://b")
+        };
+        let problems = missing_ca.validate();
+        assert_eq!(problems[0].0, "ca_file");
+        assert!(
+            problems[0].1.contains("/nonexistent/ca.pem"),
+            "{problems:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("ca.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let not_pem = MqttConfig {
+            ca_file: Some(junk.clone()),
+            ..cfg("mqtts://b")
+        };
+        assert_eq!(keys(not_pem), vec!["ca_file"]);
     }
 
     #[test]

@@ -1,0 +1,94 @@
+//! TLS client settings for the MQTT connection (rustls on ring).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use super::mqtt::MqttConfig;
+
+/// A failed TLS setting, as (config key, reason).
+pub type TlsProblem = (&'static str, String);
+
+fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsProblem> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| (key, format!("cannot read {} ({e})", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            (
+                key,
+                format!("{} is not a PEM certificate file ({e})", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err((key, format!("{} holds no PEM certificate", path.display())));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration for `cfg`: trust `ca_file` (or the system's CA
+/// certificates when it is not set) and present `client_cert`/`client_key`
+/// when both are set.
+pub fn client_config(cfg: &MqttConfig) -> Result<Arc<ClientConfig>, TlsProblem> {
+    let mut roots = RootCertStore::empty();
+    match &cfg.ca_file {
+        Some(ca) => {
+            for cert in certs("ca_file", ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| ("ca_file", format!("{}: {e}", ca.display())))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err((
+                    "ca_file",
+                    "no system CA certificates found; set mqtt.ca_file to the broker's CA".into(),
+                ));
+            }
+        }
+    }
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ("url", format!("TLS setup failed: {e}")))?
+            .with_root_certificates(roots);
+    let config = match (&cfg.client_cert, &cfg.client_key) {
+        (Some(cert), Some(key)) => {
+            crate::sink::mqtt::refuse_world_readable(key).map_err(|e| ("client_key", e))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                (
+                    "client_key",
+                    format!("{} is not a PEM private key ({e})", key.display()),
+                )
+            })?;
+            builder
+                .with_client_auth_cert(certs("client_cert", cert)?, key_der)
+                .map_err(|e| {
+                    (
+                        "client_cert",
+                        format!("certificate and key do not go together: {e}"),
+                    )
+                })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        (Some(_), None) => {
+            return Err((
+                "client_key",
+                "client_cert is set but client_key is not".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "client_cert",
+                "client_key is set but client_cert is not".into(),
+            ))
+        }
+    };
+    Ok(Arc::new(config))
+}
