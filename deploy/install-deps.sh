@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages edgewatch's quick start and tests use, when
 # missing: mosquitto + clients (the broker), a TrueType font (test images),
-# python3 + pip (model fetch). Debian/Ubuntu; uses sudo when not root.
+# python3 + pip (model fetch), systemd-analyze (unit checks), openssl (test
+# certificates). Debian/Ubuntu; uses sudo when not root.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [[ ${#need[@]} -eq 0 ]]; then
   echo "system packages ok"

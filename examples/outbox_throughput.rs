@@ -24,7 +24,7 @@ fn main() {
         outbox: dir.clone(),
         ..MqttConfig::default()
     };
-    let sink = MqttSink::start(&cfg, "bench").expect("start the publisher");
+    let sink = MqttSink::start(&cfg, "bench", None).expect("start the publisher");
     let stats = sink.stats();
     while !stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));

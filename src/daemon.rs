@@ -16,6 +16,13 @@ use crate::sink::mqtt::MqttSink;
 use crate::sink::payload::Message;
 use crate::source::folder::{FolderJob, FolderSource};
 use crate::source::SourceConfig;
+use crate::supervise::{Heartbeats, Notifier};
+
+/// A worker silent this long is stuck inside inference (a Nano takes about a
+/// second for a 1080p frame; two minutes is far past any real frame).
+const INFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Sources and the publisher beat several times a second while healthy.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Detector settings derived from the configuration.
 pub fn detector_settings(config: &Config) -> DetectorSettings {
@@ -51,14 +58,25 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .mqtt
         .clone()
         .context("[mqtt] is required to run the daemon")?;
-    let sink = Arc::new(MqttSink::start(&mqtt_cfg, &config.device).map_err(anyhow::Error::msg)?);
+    let heartbeats = Arc::new(Heartbeats::default());
+    let frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = Arc::new(
+        MqttSink::start(
+            &mqtt_cfg,
+            &config.device,
+            Some(heartbeats.register("mqtt", STAGE_TIMEOUT)),
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
 
     let (tx, rx) = bounded::<FolderJob>(workers * 2);
     let mut sources: Vec<JoinHandle<()>> = Vec::new();
     for source in &config.sources {
         match source {
             SourceConfig::Folder(f) => {
-                let src = FolderSource::new(f.clone(), tx.clone(), stop.clone())?;
+                let src = FolderSource::new(f.clone(), tx.clone(), stop.clone())?.with_heartbeat(
+                    heartbeats.register(format!("source:{}", f.name), STAGE_TIMEOUT),
+                );
                 let name = f.name.clone();
                 let stop = stop.clone();
                 sources.push(
@@ -88,15 +106,21 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let stop = stop.clone();
         let device = config.device.clone();
         let info = model.info.clone();
+        let beat = heartbeats.register(format!("infer-{i}"), INFER_TIMEOUT);
+        let frames = frames.clone();
         pool.push(
             std::thread::Builder::new()
                 .name(format!("infer-{i}"))
                 .spawn(move || loop {
+                    beat.beat();
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(job) => process(job, &mut detector, &sink, &device, &info, &stop),
+                        Ok(job) => {
+                            process(job, &mut detector, &sink, &device, &info, &stop);
+                            frames.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
@@ -112,9 +136,25 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         mqtt_cfg.url
     );
 
+    let mut notifier = Notifier::from_env();
+    let summary = |since: std::time::Instant, before: u64| {
+        let n = frames.load(Ordering::Relaxed);
+        let rate = (n - before) as f64 / since.elapsed().as_secs_f64().max(1e-3);
+        let (depth, _) = sink.depth();
+        (n, format!("{n} frames ({rate:.1}/s), outbox {depth}"))
+    };
+    notifier.ready(&summary(std::time::Instant::now(), 0).1);
+    let (mut window_start, mut window_frames) = (std::time::Instant::now(), 0);
     while !stop.load(Ordering::SeqCst) {
+        notifier.tick(&heartbeats);
+        if window_start.elapsed() >= Duration::from_secs(5) {
+            let (n, line) = summary(window_start, window_frames);
+            notifier.status(&line);
+            (window_start, window_frames) = (std::time::Instant::now(), n);
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    notifier.stopping();
     tracing::info!("stopping: finishing frames in flight");
     for t in sources.into_iter().chain(pool) {
         let _ = t.join();

@@ -8,4 +8,5 @@ pub mod frame;
 pub mod infer;
 pub mod sink;
 pub mod source;
+pub mod supervise;
 pub mod telemetry;

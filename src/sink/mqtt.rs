@@ -291,7 +291,11 @@ impl MqttSink {
     /// Opens the outbox and starts the publisher; it connects in the
     /// background and keeps retrying, so a missing broker never stops the
     /// daemon from starting.
-    pub fn start(cfg: &MqttConfig, device: &str) -> Result<MqttSink, String> {
+    pub fn start(
+        cfg: &MqttConfig,
+        device: &str,
+        heartbeat: Option<Arc<crate::supervise::Stage>>,
+    ) -> Result<MqttSink, String> {
         let addr = cfg.broker()?;
         let (outbox, recovery) = Outbox::open(&cfg.outbox, (cfg.outbox_max_mb * 1048576.0) as u64)
             .map_err(|e| e.to_string())?;
@@ -340,6 +344,7 @@ impl MqttSink {
             outbox: outbox.clone(),
             stats: stats.clone(),
             stopping: stopping.clone(),
+            heartbeat,
         };
         let thread = std::thread::Builder::new()
             .name("mqtt".into())
@@ -409,6 +414,7 @@ struct Publisher {
     outbox: Arc<Outbox>,
     stats: Arc<SinkStats>,
     stopping: Arc<AtomicBool>,
+    heartbeat: Option<Arc<crate::supervise::Stage>>,
 }
 
 enum Session {
@@ -423,6 +429,13 @@ impl Publisher {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// Connecting, waiting out a back-off and delivering are all progress.
+    fn beat(&self) {
+        if let Some(h) = &self.heartbeat {
+            h.beat();
+        }
+    }
+
     fn run(self) {
         let mut backoff = Duration::from_secs(1);
         let mut reported_down = false;
@@ -434,7 +447,15 @@ impl Publisher {
                 Session::Stopped => break,
                 Session::Lost => {
                     self.stats.connected.store(false, Ordering::Relaxed);
-                    sleep_unless(&self.stopping, jitter(backoff));
+                    let until = Instant::now() + jitter(backoff);
+                    while Instant::now() < until && !self.stopping() {
+                        self.beat();
+                        sleep_unless(
+                            &self.stopping,
+                            Duration::from_millis(500)
+                                .min(until.saturating_duration_since(Instant::now())),
+                        );
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             }
@@ -451,6 +472,7 @@ impl Publisher {
     ) -> Session {
         // Connect.
         loop {
+            self.beat();
             match conn.recv_timeout(Duration::from_millis(200)) {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     if ack.code != rumqttc::ConnectReturnCode::Success {
@@ -502,6 +524,7 @@ impl Publisher {
             requested.push_back(None);
         }
         loop {
+            self.beat();
             if self.stopping() {
                 return self.say_goodbye(client, &mut conn);
             }

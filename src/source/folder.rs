@@ -230,6 +230,7 @@ pub struct FolderSource {
     stop: Arc<AtomicBool>,
     seq: u64,
     next_scan: Instant,
+    heartbeat: Option<Arc<crate::supervise::Stage>>,
 }
 
 impl FolderSource {
@@ -254,7 +255,20 @@ impl FolderSource {
             stop,
             seq: 0,
             next_scan: Instant::now(),
+            heartbeat: None,
         })
+    }
+
+    /// Beats `stage` while the source runs or waits for inference.
+    pub fn with_heartbeat(mut self, stage: Arc<crate::supervise::Stage>) -> Self {
+        self.heartbeat = Some(stage);
+        self
+    }
+
+    fn beat(&self) {
+        if let Some(h) = &self.heartbeat {
+            h.beat();
+        }
     }
 
     /// Runs until `stop` is set or downstream goes away.
@@ -271,6 +285,7 @@ impl FolderSource {
         self.requeue_processing()?;
         tracing::info!(source = %self.cfg.name, "watching {}", self.paths.inbox.display());
         while !self.stop.load(Ordering::SeqCst) {
+            self.beat();
             if Instant::now() >= self.next_scan && !self.scan()? {
                 return Ok(());
             }
@@ -416,6 +431,9 @@ impl FolderSource {
             match self.tx.send_timeout(job, Duration::from_millis(200)) {
                 Ok(()) => return true,
                 Err(SendTimeoutError::Timeout(j)) => {
+                    // Waiting for inference is legitimate; a hung worker is
+                    // caught by its own heartbeat.
+                    self.beat();
                     if self.stop.load(Ordering::SeqCst) {
                         // Stays in .processing; the next start re-queues it.
                         return false;

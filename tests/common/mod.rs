@@ -294,10 +294,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
+        Daemon::start_with_env(config, &[])
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(bin())
             .arg("run")
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .env("EDGEWATCH_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

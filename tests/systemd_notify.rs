@@ -1,0 +1,99 @@
+//! The daemon under a stand-in for systemd: a real unix datagram socket as
+//! NOTIFY_SOCKET, a real WATCHDOG_USEC, real signals.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::{Broker, Daemon};
+
+#[test]
+fn ready_then_regular_watchdog_pings_status_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let cfg = dir.path().join("edgewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npath = {:?}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n",
+            common::model_path().display().to_string(),
+            broker.url()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start_with_env(
+        &cfg,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+
+    let mut seen: Vec<(Duration, String)> = Vec::new();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut read_until = |seen: &mut Vec<(Duration, String)>, until: Duration| {
+        while started.elapsed() < until {
+            if let Ok(n) = sock.recv(&mut buf) {
+                seen.push((
+                    started.elapsed(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+    };
+    read_until(&mut seen, Duration::from_secs(12));
+    let ready_at = seen
+        .iter()
+        .find(|(_, m)| m.lines().any(|l| l == "READY=1"))
+        .map(|(t, _)| *t)
+        .unwrap_or_else(|| panic!("no READY=1 in {seen:?}"));
+    let pings: Vec<Duration> = seen
+        .iter()
+        .filter(|(t, m)| *t >= ready_at && m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    // At half of the 1 s interval: about 2 a second after READY.
+    let after_ready = started.elapsed() - ready_at;
+    assert!(
+        pings.len() as f64 >= after_ready.as_secs_f64() * 1.5,
+        "{} pings in {after_ready:?}: {seen:?}",
+        pings.len()
+    );
+    for w in pings.windows(2) {
+        assert!(
+            w[1] - w[0] < Duration::from_millis(900),
+            "gap between pings {:?}",
+            w[1] - w[0]
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|(_, m)| m.contains("STATUS=") && m.contains("frames") && m.contains("outbox")),
+        "a STATUS= summary: {seen:?}"
+    );
+
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(20));
+    assert!(status.success());
+    read_until(&mut seen, started.elapsed() + Duration::from_millis(500));
+    assert!(
+        seen.iter()
+            .any(|(_, m)| m.lines().any(|l| l == "STOPPING=1")),
+        "STOPPING=1 on SIGTERM"
+    );
+    eprintln!("notify exchange:");
+    for (t, m) in seen
+        .iter()
+        .filter(|(_, m)| !m.starts_with("WATCHDOG"))
+        .take(6)
+    {
+        eprintln!("  {:>6} ms  {}", t.as_millis(), m.replace('\n', " "));
+    }
+    eprintln!("  ... {} WATCHDOG=1 pings", pings.len());
+}
