@@ -11,6 +11,7 @@ use crate::decode::db::DbConfig;
 use crate::infer::ModelConfig;
 use crate::sink::mqtt::MqttConfig;
 use crate::source::SourceConfig;
+use crate::supervise::SuperviseConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +34,9 @@ pub struct Config {
     /// Where detections go.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// Hang detection for the watchdog.
+    #[serde(default)]
+    pub supervise: SuperviseConfig,
 }
 
 fn default_device() -> String {
@@ -178,6 +182,9 @@ impl Config {
         }
         for (key, reason) in self.decode.validate() {
             bad(&format!("decode.{key}"), reason);
+        }
+        for (key, reason) in self.supervise.validate() {
+            bad(&format!("supervise.{key}"), reason);
         }
         if purpose == Purpose::Run {
             if self.sources.is_empty() {

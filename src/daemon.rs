@@ -18,11 +18,8 @@ use crate::source::folder::{FolderJob, FolderSource};
 use crate::source::SourceConfig;
 use crate::supervise::{Heartbeats, Notifier};
 
-/// A worker silent this long is stuck inside inference (a Nano takes about a
-/// second for a 1080p frame; two minutes is far past any real frame).
-const INFER_TIMEOUT: Duration = Duration::from_secs(120);
-/// Sources and the publisher beat several times a second while healthy.
-const STAGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long stopping waits for stages before giving up on a hung one.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Detector settings derived from the configuration.
 pub fn detector_settings(config: &Config) -> DetectorSettings {
@@ -59,12 +56,14 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .clone()
         .context("[mqtt] is required to run the daemon")?;
     let heartbeats = Arc::new(Heartbeats::default());
+    let stage_timeout = Duration::from_secs(config.supervise.stall_timeout_s);
+    let infer_timeout = Duration::from_secs(config.supervise.infer_timeout_s);
     let frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sink = Arc::new(
         MqttSink::start(
             &mqtt_cfg,
             &config.device,
-            Some(heartbeats.register("mqtt", STAGE_TIMEOUT)),
+            Some(heartbeats.register("mqtt", stage_timeout)),
         )
         .map_err(anyhow::Error::msg)?,
     );
@@ -75,7 +74,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         match source {
             SourceConfig::Folder(f) => {
                 let src = FolderSource::new(f.clone(), tx.clone(), stop.clone())?.with_heartbeat(
-                    heartbeats.register(format!("source:{}", f.name), STAGE_TIMEOUT),
+                    heartbeats.register(format!("source:{}", f.name), stage_timeout),
                 );
                 let name = f.name.clone();
                 let stop = stop.clone();
@@ -106,7 +105,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let stop = stop.clone();
         let device = config.device.clone();
         let info = model.info.clone();
-        let beat = heartbeats.register(format!("infer-{i}"), INFER_TIMEOUT);
+        let beat = heartbeats.register(format!("infer-{i}"), infer_timeout);
         let frames = frames.clone();
         pool.push(
             std::thread::Builder::new()
@@ -156,12 +155,25 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     notifier.stopping();
     tracing::info!("stopping: finishing frames in flight");
+    // A hung stage must not hold the process past systemd's stop timeout.
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    let mut stuck = 0;
     for t in sources.into_iter().chain(pool) {
-        let _ = t.join();
+        while !t.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            stuck += 1;
+        }
     }
-    match Arc::try_unwrap(sink) {
-        Ok(sink) => sink.shutdown(Duration::from_secs(5)),
-        Err(_) => tracing::warn!("MQTT sink still shared at shutdown"),
+    sink.shutdown(Duration::from_secs(5));
+    if stuck > 0 {
+        anyhow::bail!(
+            "{stuck} stage(s) did not stop within {} s (hung); exiting without them",
+            STOP_TIMEOUT.as_secs()
+        );
     }
     tracing::info!("stopped");
     Ok(())

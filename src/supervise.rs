@@ -6,6 +6,52 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
+/// `[supervise]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseConfig {
+    /// An inference worker silent this long is hung (one frame never takes
+    /// this long; a Nano needs about a second for 1080p).
+    #[serde(default = "d_infer_timeout")]
+    pub infer_timeout_s: u64,
+    /// A source or the publisher silent this long is hung; healthy ones
+    /// beat several times a second, even when idle.
+    #[serde(default = "d_stall_timeout")]
+    pub stall_timeout_s: u64,
+}
+
+fn d_infer_timeout() -> u64 {
+    120
+}
+fn d_stall_timeout() -> u64 {
+    60
+}
+
+impl Default for SuperviseConfig {
+    fn default() -> Self {
+        SuperviseConfig {
+            infer_timeout_s: d_infer_timeout(),
+            stall_timeout_s: d_stall_timeout(),
+        }
+    }
+}
+
+impl SuperviseConfig {
+    /// Problems as (key within `[supervise]`, reason).
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.infer_timeout_s == 0 {
+            out.push(("infer_timeout_s", "must be at least 1 second".into()));
+        }
+        if self.stall_timeout_s == 0 {
+            out.push(("stall_timeout_s", "must be at least 1 second".into()));
+        }
+        out
+    }
+}
+
 /// One stage's heartbeat. A stage beats whenever it makes progress or waits
 /// legitimately (an empty folder, a broker that is away); a stage that does
 /// neither for `stall_after` is stalled.

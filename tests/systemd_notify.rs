@@ -97,3 +97,67 @@ fn ready_then_regular_watchdog_pings_status_and_stopping() {
     }
     eprintln!("  ... {} WATCHDOG=1 pings", pings.len());
 }
+
+/// Reads datagrams for `d`, returning their texts.
+fn drain(sock: &UnixDatagram, d: Duration) -> Vec<String> {
+    let end = Instant::now() + d;
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::new();
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_hung_inference_stops_the_watchdog_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let cfg = dir.path().join("edgewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npath = {:?}\nworkers = 1\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n[supervise]\ninfer_timeout_s = 2\n",
+            common::model_path().display().to_string(),
+            broker.url()
+        ),
+    )
+    .unwrap();
+    // The hang switch exists only in debug builds, which is what tests run.
+    let mut daemon = Daemon::start_with_env(
+        &cfg,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+            ("EDGEWATCH_TEST_HANG_INFER", "1"),
+        ],
+    );
+    daemon.wait_log("edgewatch ready", Duration::from_secs(60));
+    let healthy = drain(&sock, Duration::from_secs(2));
+    assert!(
+        healthy.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "pings while healthy: {healthy:?}"
+    );
+
+    let (img, _) = common::textimg::render(320, 96, 3, 1, 30, 30);
+    common::save(&img, &dir.path().join("inbox/hang.png"));
+    daemon.wait_log("stage(s) hung: infer-0", Duration::from_secs(20));
+    drain(&sock, Duration::from_millis(700));
+    let after = drain(&sock, Duration::from_secs(3));
+    assert!(
+        !after.iter().any(|m| m.contains("WATCHDOG=1")),
+        "no watchdog ping while inference is hung: {after:?}"
+    );
+
+    // A hung stage cannot hold the stop forever: exit non-zero, saying why.
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(30));
+    assert!(!status.success(), "a hung stop is a failure");
+    daemon.wait_log("did not stop", Duration::from_secs(1));
+}

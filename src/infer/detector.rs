@@ -114,6 +114,14 @@ impl Detector {
         img: &RgbImage,
         start: Instant,
     ) -> Result<FrameResult, FrameError> {
+        // Test-only hang, compiled into debug builds only: release binaries,
+        // and so every production config, cannot turn it on.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("EDGEWATCH_TEST_HANG_INFER").is_some() {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
         let (w, h) = whole_frame_size(img.width(), img.height(), self.settings.max_side);
         let tensor = self.pre.to_tensor(img, w, h);
         let t_pre = Instant::now();

@@ -284,7 +284,7 @@ pub struct MqttSink {
     device: String,
     stats: Arc<SinkStats>,
     stopping: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl MqttSink {
@@ -356,7 +356,7 @@ impl MqttSink {
             device: device.to_string(),
             stats,
             stopping,
-            thread: Some(thread),
+            thread: std::sync::Mutex::new(Some(thread)),
         })
     }
 
@@ -385,7 +385,7 @@ impl MqttSink {
     /// then marks the device `offline` (a clean disconnect does not fire the
     /// last will) and disconnects. What is left stays in the outbox for the
     /// next start.
-    pub fn shutdown(mut self, grace: Duration) {
+    pub fn shutdown(&self, grace: Duration) {
         let deadline = Instant::now() + grace;
         while self.stats.connected.load(Ordering::Relaxed)
             && self.outbox.depth().0 > 0
@@ -398,7 +398,8 @@ impl MqttSink {
             tracing::warn!("stopping with {left} message(s) in the outbox; they are delivered after the next start");
         }
         self.stopping.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
