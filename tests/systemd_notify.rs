@@ -8,31 +8,43 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Daemon};
 
-#[test]
-fn ready_then_regular_watchdog_pings_status_and_stopping() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
-    let sock_path = dir.path().join("notify.sock");
+/// Binds a notify socket and starts the daemon with NOTIFY_SOCKET and a 1 s
+/// WATCHDOG_USEC; `model_extra` lines go into `[model]`, `tail` after the rest.
+fn start_under_systemd(
+    dir: &std::path::Path,
+    broker: &Broker,
+    model_extra: &str,
+    tail: &str,
+    env: &[(&str, &str)],
+) -> (UnixDatagram, Daemon) {
+    let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let cfg = dir.path().join("edgewatch.toml");
+    let cfg = dir.join("edgewatch.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[model]\npath = {:?}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n",
+            "[model]\npath = {:?}\n{model_extra}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n{tail}",
             common::model_path().display().to_string(),
             broker.url()
         ),
     )
     .unwrap();
-    let mut daemon = Daemon::start_with_env(
-        &cfg,
-        &[
-            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "1000000"),
-        ],
-    );
+    let mut all_env = vec![
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+    ];
+    all_env.extend_from_slice(env);
+    let daemon = Daemon::start_with_env(&cfg, &all_env);
+    (sock, daemon)
+}
+
+#[test]
+fn ready_then_regular_watchdog_pings_status_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let (sock, mut daemon) = start_under_systemd(dir.path(), &broker, "", "", &[]);
 
     let mut seen: Vec<(Duration, String)> = Vec::new();
     let started = Instant::now();
@@ -115,28 +127,13 @@ fn drain(sock: &UnixDatagram, d: Duration) -> Vec<String> {
 fn a_hung_inference_stops_the_watchdog_pings() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let cfg = dir.path().join("edgewatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[model]\npath = {:?}\nworkers = 1\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n[supervise]\ninfer_timeout_s = 2\n",
-            common::model_path().display().to_string(),
-            broker.url()
-        ),
-    )
-    .unwrap();
     // The hang switch exists only in debug builds, which is what tests run.
-    let mut daemon = Daemon::start_with_env(
-        &cfg,
-        &[
-            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "1000000"),
-            ("EDGEWATCH_TEST_HANG_INFER", "1"),
-        ],
+    let (sock, mut daemon) = start_under_systemd(
+        dir.path(),
+        &broker,
+        "workers = 1",
+        "[supervise]\ninfer_timeout_s = 2\n",
+        &[("EDGEWATCH_TEST_HANG_INFER", "1")],
     );
     daemon.wait_log("edgewatch ready", Duration::from_secs(60));
     let healthy = drain(&sock, Duration::from_secs(2));

@@ -23,49 +23,42 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA and a server certificate for localhost / 127.0.0.1 signed by it.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// A self-signed CA: `{name}-ca.pem` and `{name}-ca.key`.
 fn make_ca(dir: &Path, name: &str) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut args = vec!["req", "-x509"];
-    args.extend(ec);
     let (key, pem, subj) = (
         format!("{name}-ca.key"),
         format!("{name}-ca.pem"),
         format!("/CN={name} test CA"),
     );
+    let mut args = vec!["req", "-x509"];
+    args.extend(EC_KEY);
     args.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]);
     openssl(dir, &args);
+    std::fs::set_permissions(dir.join(&pem), std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
-fn make_server_cert(dir: &Path, ca: &str) {
+/// `{name}.pem` + `{name}.key` for `subject`, signed by CA `ca`, with the
+/// given X.509 extensions.
+fn issue_cert(dir: &Path, name: &str, subject: &str, extensions: &str, ca: &str) {
+    let (key, csr, pem, ext) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
     let mut args = vec!["req"];
-    args.extend([
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ]);
-    args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
+    args.extend(EC_KEY);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
     openssl(dir, &args);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join(&ext), extensions).unwrap();
     let (ca_pem, ca_key) = (format!("{ca}-ca.pem"), format!("{ca}-ca.key"));
     openssl(
         dir,
@@ -73,68 +66,42 @@ fn make_server_cert(dir: &Path, ca: &str) {
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             &ca_pem,
             "-CAkey",
             &ca_key,
             "-CAcreateserial",
             "-out",
-            "server.pem",
+            &pem,
             "-days",
             "2",
             "-extfile",
-            "ext.cnf",
+            &ext,
         ],
     );
-    for f in ["server.key", "server.pem", &ca_pem] {
-        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
+    std::fs::set_permissions(dir.join(&pem), std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+fn make_server_cert(dir: &Path, ca: &str) {
+    let ext = "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
+    issue_cert(dir, "server", "/CN=localhost", ext, ca);
+    // mosquitto runs as its own user and must read its key.
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
 }
 
 /// A client certificate for `line-3`, signed by the `good` CA.
 fn make_client_cert(dir: &Path) {
-    let mut args = vec!["req"];
-    args.extend([
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ]);
-    args.extend([
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-        "-subj",
-        "/CN=line-3",
-    ]);
-    openssl(dir, &args);
-    std::fs::write(
-        dir.join("client-ext.cnf"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    openssl(
+    issue_cert(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "good-ca.pem",
-            "-CAkey",
-            "good-ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client-ext.cnf",
-        ],
+        "client",
+        "/CN=line-3",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        "good",
     );
     std::fs::set_permissions(
         dir.join("client.key"),

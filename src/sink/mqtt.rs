@@ -197,16 +197,7 @@ impl MqttConfig {
         let Some(path) = &self.password_file else {
             return Ok(std::env::var("EDGEWATCH_MQTT_PASSWORD").ok());
         };
-        use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
-        if meta.permissions().mode() & 0o004 != 0 {
-            return Err(format!(
-                "{} is readable by every user; run: chmod o-r {}",
-                path.display(),
-                path.display()
-            ));
-        }
+        refuse_world_readable(path)?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
         Ok(Some(text.lines().next().unwrap_or("").to_string()))
