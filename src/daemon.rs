@@ -48,7 +48,50 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, usize)> {
 
 /// Runs until `stop` is set, then finishes the frames in flight, waits briefly
 /// for broker acknowledgements and disconnects.
-pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Detector settings that workers pick up before their next frame.
+struct LiveSettings {
+    generation: std::sync::atomic::AtomicU64,
+    settings: std::sync::RwLock<DetectorSettings>,
+}
+
+/// Applies a re-read configuration: what workers can take without a new
+/// model goes live; what needs a restart is named in the log.
+fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let m = (&running.model, &new.model);
+    let needs_restart: Vec<&str> = [
+        ("model.path", differs(&m.0.path, &m.1.path)),
+        ("model.family", m.0.family != m.1.family),
+        ("model.backend", m.0.backend != m.1.backend),
+        ("model.workers", m.0.workers != m.1.workers),
+        ("source", differs(&running.sources, &new.sources)),
+        ("mqtt", differs(&running.mqtt, &new.mqtt)),
+        ("device", running.device != new.device),
+        ("supervise", differs(&running.supervise, &new.supervise)),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(
+            "reload: {} changed; restart edgewatch to apply (running as before for those)",
+            needs_restart.join(", ")
+        );
+    }
+    *live.settings.write().unwrap_or_else(|p| p.into_inner()) = detector_settings(new);
+    live.generation.fetch_add(1, Ordering::SeqCst);
+    tracing::info!(
+        "configuration reloaded: decode thresholds, max_side and labels apply from the next frame"
+    );
+}
+
+pub fn run(
+    config_path: &std::path::Path,
+    config: Config,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (model, workers) = load_model(&config)?;
     let mqtt_cfg = config
@@ -96,6 +139,10 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     drop(tx);
 
     let settings = detector_settings(&config);
+    let live = Arc::new(LiveSettings {
+        generation: std::sync::atomic::AtomicU64::new(0),
+        settings: std::sync::RwLock::new(settings.clone()),
+    });
     let mut pool = Vec::new();
     for i in 0..workers {
         let engine = model.tract.engine()?;
@@ -107,6 +154,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let info = model.info.clone();
         let beat = heartbeats.register(format!("infer-{i}"), infer_timeout);
         let frames = frames.clone();
+        let live = live.clone();
+        let mut seen_generation = 0;
         pool.push(
             std::thread::Builder::new()
                 .name(format!("infer-{i}"))
@@ -117,6 +166,16 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     }
                     match rx.recv_timeout(Duration::from_millis(200)) {
                         Ok(job) => {
+                            let g = live.generation.load(Ordering::SeqCst);
+                            if g != seen_generation {
+                                detector.set_settings(
+                                    live.settings
+                                        .read()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .clone(),
+                                );
+                                seen_generation = g;
+                            }
                             process(job, &mut detector, &sink, &device, &info, &stop);
                             frames.fetch_add(1, Ordering::Relaxed);
                         }
@@ -146,6 +205,16 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let (mut window_start, mut window_frames) = (std::time::Instant::now(), 0);
     while !stop.load(Ordering::SeqCst) {
         notifier.tick(&heartbeats);
+        if reload.swap(false, Ordering::SeqCst) {
+            tracing::info!("SIGHUP: re-reading {}", config_path.display());
+            match Config::load(config_path, crate::config::Purpose::Run) {
+                Ok(new) => apply_reload(&config, &new, &live),
+                Err(e) => tracing::error!(
+                    "reload failed, keeping the running configuration: {}",
+                    e.to_string().replace('\n', "; ")
+                ),
+            }
+        }
         if window_start.elapsed() >= Duration::from_secs(5) {
             let (n, line) = summary(window_start, window_frames);
             notifier.status(&line);

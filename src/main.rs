@@ -89,7 +89,13 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match daemon::run(config, stop) {
+    // SIGHUP: re-read the file; thresholds apply from the next frame.
+    let reload = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()) {
+        eprintln!("edgewatch: cannot install the SIGHUP handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    match daemon::run(path, config, stop, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

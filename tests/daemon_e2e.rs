@@ -253,3 +253,80 @@ fn files_left_in_processing_by_a_crash_are_requeued() {
     daemon.signal("TERM");
     assert!(daemon.wait(Duration::from_secs(20)).success());
 }
+
+#[test]
+fn sighup_applies_a_threshold_change_to_the_next_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/line-3-cam/inbox/detections");
+    let cfg = write_config(dir.path(), &broker.url());
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_log("edgewatch ready", Duration::from_secs(60));
+    let (img, truth) = render(960, 540, 21, 4, 28, 36);
+    let drop_as = |name: &str| {
+        let staged = dir.path().join(name);
+        common::save(&img, &staged);
+        std::fs::rename(&staged, inbox.join(name)).unwrap();
+    };
+    let found_for = |name: &str| {
+        let got = sub.wait_until(Duration::from_secs(60), name, |all| {
+            all.iter().any(|m| {
+                m.json()["image"]["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with(name)
+            })
+        });
+        let m = got
+            .iter()
+            .find(|m| {
+                m.json()["image"]["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with(name)
+            })
+            .unwrap();
+        m.json()["detections"].as_array().unwrap().len()
+    };
+    drop_as("before.png");
+    assert_eq!(
+        found_for("before.png"),
+        truth.len(),
+        "default thresholds find every line"
+    );
+
+    // Scores of this text are about 0.7-0.85: a 0.99 box threshold keeps none.
+    std::fs::write(&cfg, format!("{original}[decode]\nbox_threshold = 0.99\n")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_log("configuration reloaded", Duration::from_secs(10));
+    drop_as("after.png");
+    assert_eq!(
+        found_for("after.png"),
+        0,
+        "the new threshold applies to the next frame"
+    );
+
+    // A broken file is refused and the daemon runs on with what it had.
+    std::fs::write(&cfg, format!("{original}[decode]\nthreshold = 7\n")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_log("reload failed", Duration::from_secs(10));
+    assert!(
+        daemon.log().iter().any(|l| l.contains("decode.threshold")),
+        "names the key"
+    );
+    // A broker change needs a restart, and says so.
+    std::fs::write(&cfg, original.replace(&broker.url(), "mqtt://127.0.0.1:1")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_log("restart edgewatch to apply", Duration::from_secs(10));
+    drop_as("still.png");
+    assert_eq!(
+        found_for("still.png"),
+        truth.len(),
+        "running on: old broker, default thresholds restored"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(20)).success());
+}
