@@ -37,6 +37,9 @@ pub struct Config {
     /// Hang detection for the watchdog.
     #[serde(default)]
     pub supervise: SuperviseConfig,
+    /// Health and metrics endpoint.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 fn default_device() -> String {
@@ -185,6 +188,9 @@ impl Config {
         }
         for (key, reason) in self.supervise.validate() {
             bad(&format!("supervise.{key}"), reason);
+        }
+        for (key, reason) in self.telemetry.validate() {
+            bad(&format!("telemetry.{key}"), reason);
         }
         if purpose == Purpose::Run {
             if self.sources.is_empty() {

@@ -69,6 +69,7 @@ fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
         ("mqtt", differs(&running.mqtt, &new.mqtt)),
         ("device", running.device != new.device),
         ("supervise", differs(&running.supervise, &new.supervise)),
+        ("telemetry", differs(&running.telemetry, &new.telemetry)),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
@@ -99,6 +100,7 @@ pub fn run(
         .clone()
         .context("[mqtt] is required to run the daemon")?;
     let heartbeats = Arc::new(Heartbeats::default());
+    let metrics = Arc::new(crate::telemetry::metrics::Metrics::new(&model.info));
     let stage_timeout = Duration::from_secs(config.supervise.stall_timeout_s);
     let infer_timeout = Duration::from_secs(config.supervise.infer_timeout_s);
     let frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -155,6 +157,7 @@ pub fn run(
         let beat = heartbeats.register(format!("infer-{i}"), infer_timeout);
         let frames = frames.clone();
         let live = live.clone();
+        let metrics = metrics.clone();
         let mut seen_generation = 0;
         pool.push(
             std::thread::Builder::new()
@@ -176,7 +179,7 @@ pub fn run(
                                 );
                                 seen_generation = g;
                             }
-                            process(job, &mut detector, &sink, &device, &info, &stop);
+                            process(job, &mut detector, &sink, &device, &info, &stop, &metrics);
                             frames.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(RecvTimeoutError::Timeout) => {}
@@ -194,6 +197,21 @@ pub fn run(
         mqtt_cfg.url
     );
 
+    let telemetry = match &config.telemetry.listen {
+        Some(listen) => Some(
+            crate::telemetry::http::serve(
+                listen,
+                crate::telemetry::http::Probe {
+                    metrics: metrics.clone(),
+                    heartbeats: heartbeats.clone(),
+                    sink: sink.clone(),
+                },
+                stop.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     let mut notifier = Notifier::from_env();
     let summary = |since: std::time::Instant, before: u64| {
         let n = frames.load(Ordering::Relaxed);
@@ -238,6 +256,9 @@ pub fn run(
         }
     }
     sink.shutdown(Duration::from_secs(5));
+    if let Some(t) = telemetry {
+        let _ = t.join();
+    }
     if stuck > 0 {
         anyhow::bail!(
             "{stuck} stage(s) did not stop within {} s (hung); exiting without them",
@@ -255,6 +276,7 @@ fn process(
     device: &str,
     info: &crate::infer::model::ModelInfo,
     stop: &AtomicBool,
+    metrics: &crate::telemetry::metrics::Metrics,
 ) {
     let shown = job
         .meta
@@ -272,6 +294,7 @@ fn process(
                 tracing::error!(source = %job.meta.source, "{shown}: {e}; the file stays queued for the next start");
                 return;
             }
+            metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
             match job.done() {
                 Ok(dest) => tracing::info!(
                     source = %msg.source,
@@ -286,6 +309,7 @@ fn process(
             }
         }
         Err(e) => {
+            metrics.frame_failed(&job.meta.source);
             let stage = e.stage();
             let reason = e.to_string();
             match job.failed(stage, &reason) {

@@ -127,16 +127,18 @@ fn drain(sock: &UnixDatagram, d: Duration) -> Vec<String> {
 fn a_hung_inference_stops_the_watchdog_pings() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
+    let http = common::free_port();
     // The hang switch exists only in debug builds, which is what tests run.
     let (sock, mut daemon) = start_under_systemd(
         dir.path(),
         &broker,
         "workers = 1",
-        "[supervise]\ninfer_timeout_s = 2\n",
+        &format!("[supervise]\ninfer_timeout_s = 2\n[telemetry]\nlisten = \"127.0.0.1:{http}\"\n"),
         &[("EDGEWATCH_TEST_HANG_INFER", "1")],
     );
     daemon.wait_log("edgewatch ready", Duration::from_secs(60));
     let healthy = drain(&sock, Duration::from_secs(2));
+    assert_eq!(common::http_get(http, "/healthz").0, 200);
     assert!(
         healthy.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
         "pings while healthy: {healthy:?}"
@@ -151,6 +153,10 @@ fn a_hung_inference_stops_the_watchdog_pings() {
         !after.iter().any(|m| m.contains("WATCHDOG=1")),
         "no watchdog ping while inference is hung: {after:?}"
     );
+
+    let (code, body) = common::http_get(http, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("infer-0"), "names the hung stage: {body}");
 
     // A hung stage cannot hold the stop forever: exit non-zero, saying why.
     daemon.signal("TERM");

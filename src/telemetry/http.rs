@@ -1,0 +1,93 @@
+//! `/healthz` and `/metrics` over HTTP, on their own thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::metrics::{resident_bytes, Metrics};
+use crate::sink::mqtt::MqttSink;
+use crate::supervise::Heartbeats;
+
+/// What the endpoint reads from the running daemon.
+pub struct Probe {
+    /// Metrics to export.
+    pub metrics: Arc<Metrics>,
+    /// Stage liveness.
+    pub heartbeats: Arc<Heartbeats>,
+    /// Outbox depth and broker state.
+    pub sink: Arc<MqttSink>,
+}
+
+impl Probe {
+    /// `(200, "ok")` while every stage is alive, else `(503, which are not)`.
+    pub fn health(&self) -> (u16, String) {
+        let stalled = self.heartbeats.stalled();
+        if stalled.is_empty() {
+            (200, "ok\n".into())
+        } else {
+            let list: Vec<String> = stalled
+                .iter()
+                .map(|(n, d)| format!("{n} silent for {} s", d.as_secs()))
+                .collect();
+            (503, format!("unhealthy: {}\n", list.join(", ")))
+        }
+    }
+
+    /// Refreshes the gauges read at scrape time and encodes everything.
+    pub fn scrape(&self) -> String {
+        let m = &self.metrics;
+        let (depth, bytes) = self.sink.depth();
+        m.outbox_messages.set(depth as i64);
+        m.outbox_bytes.set(bytes as i64);
+        let stats = self.sink.stats();
+        m.mqtt_connected
+            .set(stats.connected.load(Ordering::Relaxed) as i64);
+        m.mqtt_acked.set(stats.acked.load(Ordering::Relaxed) as i64);
+        m.resident_bytes.set(resident_bytes());
+        m.stalled_stages.set(self.heartbeats.stalled().len() as i64);
+        m.encode()
+    }
+}
+
+/// Serves until `stop` is set. Binding failures are returned at once, so a
+/// taken port is a start-up error, not a silent gap in monitoring.
+pub fn serve(listen: &str, probe: Probe, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>, String> {
+    let server = tiny_http::Server::http(listen).map_err(|e| {
+        format!("telemetry.listen: cannot listen on {listen} ({e}); pick a free port")
+    })?;
+    tracing::info!("health and metrics on http://{listen}/healthz and /metrics");
+    std::thread::Builder::new()
+        .name("telemetry".into())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let (code, body, kind) = match req.url() {
+                    "/healthz" => {
+                        let (code, body) = probe.health();
+                        (code, body, "text/plain; charset=utf-8")
+                    }
+                    "/metrics" => (
+                        200,
+                        probe.scrape(),
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    ),
+                    _ => (
+                        404,
+                        "not found: try /healthz or /metrics\n".into(),
+                        "text/plain; charset=utf-8",
+                    ),
+                };
+                let header =
+                    tiny_http::Header::from_bytes("Content-Type", kind).expect("static header");
+                let _ = req.respond(
+                    tiny_http::Response::from_string(body)
+                        .with_status_code(code)
+                        .with_header(header),
+                );
+            }
+        })
+        .map_err(|e| format!("cannot start the telemetry thread: {e}"))
+}

@@ -1,0 +1,212 @@
+//! The daemon's Prometheus metrics (prometheus-client writes the format).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::infer::detector::Timing;
+use crate::infer::model::ModelInfo;
+
+/// `source` and `outcome` (`done`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrameLabels {
+    /// Source name.
+    pub source: String,
+    /// What became of the frame.
+    pub outcome: String,
+}
+
+/// `source`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// Source name.
+    pub source: String,
+}
+
+/// `stage` (`decode`, `infer`, `post`, `total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    /// Pipeline stage.
+    pub stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    name: String,
+    sha256: String,
+    backend: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to about 33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Frames by source and outcome.
+    pub frames: Family<FrameLabels, Counter>,
+    /// Detections by source.
+    pub detections: Family<SourceLabel, Counter>,
+    /// Seconds per pipeline stage.
+    pub stage_seconds: Family<StageLabel, Histogram, fn() -> Histogram>,
+    /// Messages waiting in the outbox.
+    pub outbox_messages: Gauge,
+    /// Bytes waiting in the outbox.
+    pub outbox_bytes: Gauge,
+    /// 1 while connected to the broker.
+    pub mqtt_connected: Gauge,
+    /// Messages the broker acknowledged.
+    pub mqtt_acked: Gauge,
+    /// Resident memory, read at scrape time.
+    pub resident_bytes: Gauge,
+    /// Stages currently hung.
+    pub stalled_stages: Gauge,
+}
+
+impl Metrics {
+    /// Registers everything, with the model as an info metric.
+    pub fn new(model: &ModelInfo) -> Metrics {
+        let mut registry = Registry::with_prefix("edgewatch");
+        let frames = Family::<FrameLabels, Counter>::default();
+        registry.register(
+            "frames",
+            "Frames by source and outcome (done, failed)",
+            frames.clone(),
+        );
+        let detections = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "detections",
+            "Detections published, by source",
+            detections.clone(),
+        );
+        let stage_seconds =
+            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "frame_stage_seconds",
+            "Time per frame in each pipeline stage",
+            stage_seconds.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let outbox_messages = gauge(
+            &mut registry,
+            "outbox_messages",
+            "Messages waiting for the broker",
+        );
+        let outbox_bytes = gauge(
+            &mut registry,
+            "outbox_bytes",
+            "Bytes waiting for the broker",
+        );
+        let mqtt_connected = gauge(
+            &mut registry,
+            "mqtt_connected",
+            "1 while connected to the broker",
+        );
+        let mqtt_acked = gauge(
+            &mut registry,
+            "mqtt_acked_messages",
+            "Messages acknowledged by the broker since start",
+        );
+        let resident_bytes = gauge(
+            &mut registry,
+            "resident_memory_bytes",
+            "Resident set size of the process",
+        );
+        let stalled_stages = gauge(
+            &mut registry,
+            "stalled_stages",
+            "Stages that stopped making progress",
+        );
+        registry.register(
+            "model",
+            "The model being run",
+            Info::new(ModelLabels {
+                name: model.name.clone(),
+                sha256: model.sha256.clone(),
+                backend: model.backend.to_string(),
+            }),
+        );
+        Metrics {
+            registry,
+            frames,
+            detections,
+            stage_seconds,
+            outbox_messages,
+            outbox_bytes,
+            mqtt_connected,
+            mqtt_acked,
+            resident_bytes,
+            stalled_stages,
+        }
+    }
+
+    /// Records a processed frame.
+    pub fn frame_done(&self, source: &str, detections: usize, timing: &Timing) {
+        self.frames
+            .get_or_create(&FrameLabels {
+                source: source.into(),
+                outcome: "done".into(),
+            })
+            .inc();
+        self.detections
+            .get_or_create(&SourceLabel {
+                source: source.into(),
+            })
+            .inc_by(detections as u64);
+        for (stage, ms) in [
+            ("decode", timing.decode),
+            ("infer", timing.infer),
+            ("post", timing.post),
+            ("total", timing.total),
+        ] {
+            self.stage_seconds
+                .get_or_create(&StageLabel {
+                    stage: stage.into(),
+                })
+                .observe(ms / 1000.0);
+        }
+    }
+
+    /// Records a frame that went to `failed/`.
+    pub fn frame_failed(&self, source: &str) {
+        self.frames
+            .get_or_create(&FrameLabels {
+                source: source.into(),
+                outcome: "failed".into(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Resident set size from `/proc/self/statm`, in bytes.
+pub fn resident_bytes() -> i64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<i64>().ok())
+        })
+        .unwrap_or(0);
+    pages * 4096
+}

@@ -1,0 +1,31 @@
+//! Telemetry: logging, Prometheus metrics and the health endpoint.
+
+pub mod http;
+mod logging;
+pub mod metrics;
+
+pub use logging::init_logging;
+
+use serde::Deserialize;
+
+/// `[telemetry]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address for `/healthz` and `/metrics`, e.g. `127.0.0.1:9108`; off when unset.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Problems as (key within `[telemetry]`, reason).
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        match &self.listen {
+            Some(addr) if addr.parse::<std::net::SocketAddr>().is_err() => vec![(
+                "listen",
+                format!("{addr:?} is not an address and port, e.g. \"127.0.0.1:9108\""),
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
