@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::infer::detector::{Detector, DetectorSettings};
 use crate::infer::model::LoadedModel;
 use crate::infer::tract::use_multithreaded_matmul;
+use crate::reload::{apply_reload, LiveSettings};
 use crate::sink::mqtt::MqttSink;
 use crate::sink::payload::Message;
 use crate::source::folder::{FolderJob, FolderSource};
@@ -47,46 +48,8 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, usize)> {
 }
 
 /// Runs until `stop` is set, then finishes the frames in flight, waits briefly
-/// for broker acknowledgements and disconnects.
-/// Detector settings that workers pick up before their next frame.
-struct LiveSettings {
-    generation: std::sync::atomic::AtomicU64,
-    settings: std::sync::RwLock<DetectorSettings>,
-}
-
-/// Applies a re-read configuration: what workers can take without a new
-/// model goes live; what needs a restart is named in the log.
-fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let m = (&running.model, &new.model);
-    let needs_restart: Vec<&str> = [
-        ("model.path", differs(&m.0.path, &m.1.path)),
-        ("model.family", m.0.family != m.1.family),
-        ("model.backend", m.0.backend != m.1.backend),
-        ("model.workers", m.0.workers != m.1.workers),
-        ("source", differs(&running.sources, &new.sources)),
-        ("mqtt", differs(&running.mqtt, &new.mqtt)),
-        ("device", running.device != new.device),
-        ("supervise", differs(&running.supervise, &new.supervise)),
-        ("telemetry", differs(&running.telemetry, &new.telemetry)),
-    ]
-    .into_iter()
-    .filter_map(|(k, changed)| changed.then_some(k))
-    .collect();
-    if !needs_restart.is_empty() {
-        tracing::warn!(
-            "reload: {} changed; restart edgewatch to apply (running as before for those)",
-            needs_restart.join(", ")
-        );
-    }
-    *live.settings.write().unwrap_or_else(|p| p.into_inner()) = detector_settings(new);
-    live.generation.fetch_add(1, Ordering::SeqCst);
-    tracing::info!(
-        "configuration reloaded: decode thresholds, max_side and labels apply from the next frame"
-    );
-}
-
+/// for broker acknowledgements and disconnects. `reload` (SIGHUP) re-reads
+/// `config_path`.
 pub fn run(
     config_path: &std::path::Path,
     config: Config,

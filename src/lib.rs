@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod decode;
 pub mod frame;
 pub mod infer;
+pub mod reload;
 pub mod sink;
 pub mod source;
 pub mod supervise;

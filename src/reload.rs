@@ -1,0 +1,48 @@
+//! SIGHUP: applies a re-read configuration to the running daemon.
+
+use std::sync::atomic::Ordering;
+
+use crate::config::Config;
+use crate::daemon::detector_settings;
+use crate::infer::detector::DetectorSettings;
+
+/// Detector settings that workers pick up before their next frame.
+pub struct LiveSettings {
+    /// Bumped on every successful reload.
+    pub generation: std::sync::atomic::AtomicU64,
+    /// The settings to use from the next frame.
+    pub settings: std::sync::RwLock<DetectorSettings>,
+}
+
+/// Applies a re-read configuration: what workers can take without a new
+/// model goes live; what needs a restart is named in the log.
+pub fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let m = (&running.model, &new.model);
+    let needs_restart: Vec<&str> = [
+        ("model.path", differs(&m.0.path, &m.1.path)),
+        ("model.family", m.0.family != m.1.family),
+        ("model.backend", m.0.backend != m.1.backend),
+        ("model.workers", m.0.workers != m.1.workers),
+        ("source", differs(&running.sources, &new.sources)),
+        ("mqtt", differs(&running.mqtt, &new.mqtt)),
+        ("device", running.device != new.device),
+        ("supervise", differs(&running.supervise, &new.supervise)),
+        ("telemetry", differs(&running.telemetry, &new.telemetry)),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(
+            "reload: {} changed; restart edgewatch to apply (running as before for those)",
+            needs_restart.join(", ")
+        );
+    }
+    *live.settings.write().unwrap_or_else(|p| p.into_inner()) = detector_settings(new);
+    live.generation.fetch_add(1, Ordering::SeqCst);
+    tracing::info!(
+        "configuration reloaded: decode thresholds, max_side and labels apply from the next frame"
+    );
+}
