@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::budget::{MemoryPlan, PlanError, PlanInput};
 use crate::decode::db::DbConfig;
+use crate::infer::tiling::TilingConfig;
 use crate::infer::ModelConfig;
 use crate::sink::mqtt::MqttConfig;
 use crate::source::SourceConfig;
@@ -20,11 +22,17 @@ pub struct Config {
     /// MQTT client id and topic segment.
     #[serde(default = "default_device")]
     pub device: String,
-    /// The one memory number an operator sets; see `budget.rs` (later issue).
+    /// The one memory number an operator sets; `budget.rs` plans it.
     #[serde(default = "default_budget")]
     pub memory_budget_mb: u64,
+    /// Largest frame decoded at full size; derived from the budget when unset.
+    #[serde(default)]
+    pub max_pixels: Option<u64>,
     /// The model to run.
     pub model: ModelConfig,
+    /// Tiled inference.
+    #[serde(default)]
+    pub tiling: TilingConfig,
     /// Post-processing thresholds for the model family.
     #[serde(default)]
     pub decode: DbConfig,
@@ -180,8 +188,29 @@ impl Config {
         if self.memory_budget_mb == 0 {
             bad("memory_budget_mb", "must be greater than 0".into());
         }
-        for (key, reason) in self.model.validate() {
-            bad(&format!("model.{key}"), reason);
+        let model_issues = self.model.validate();
+        for (key, reason) in &model_issues {
+            bad(&format!("model.{key}"), reason.clone());
+        }
+        let tiling_issues = self.tiling.validate();
+        for (key, reason) in &tiling_issues {
+            bad(&format!("tiling.{key}"), reason.clone());
+        }
+        if self.max_pixels == Some(0) {
+            bad(
+                "max_pixels",
+                "must be greater than 0 (or left out to derive it from memory_budget_mb)".into(),
+            );
+        }
+        // The plan needs sane inputs; its own problems come after theirs.
+        if model_issues.is_empty()
+            && tiling_issues.is_empty()
+            && self.memory_budget_mb > 0
+            && self.max_pixels != Some(0)
+        {
+            if let Err(e) = self.memory_plan() {
+                bad(e.key, e.reason);
+            }
         }
         for (key, reason) in self.decode.validate() {
             bad(&format!("decode.{key}"), reason);
@@ -216,6 +245,26 @@ impl Config {
             bad(&key, reason);
         }
         issues
+    }
+}
+
+impl Config {
+    /// Splits `memory_budget_mb` into workers, frame size and pools.
+    pub fn memory_plan(&self) -> Result<MemoryPlan, PlanError> {
+        let model_bytes = std::fs::metadata(&self.model.path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        crate::budget::plan(&PlanInput {
+            budget_mb: self.memory_budget_mb,
+            model: &self.model,
+            model_bytes,
+            tiling: &self.tiling,
+            max_pixels: self.max_pixels,
+            sources: self.sources.len(),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        })
     }
 }
 

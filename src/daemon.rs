@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
+use crate::budget::MemoryPlan;
 use crate::config::Config;
 use crate::infer::detector::{Detector, DetectorSettings};
 use crate::infer::model::LoadedModel;
+use crate::infer::preprocess::whole_frame_size;
 use crate::infer::tract::use_multithreaded_matmul;
 use crate::reload::{apply_reload, LiveSettings};
 use crate::sink::mqtt::MqttSink;
@@ -22,29 +24,43 @@ use crate::supervise::{Heartbeats, Notifier};
 /// How long stopping waits for stages before giving up on a hung one.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Detector settings derived from the configuration.
-pub fn detector_settings(config: &Config) -> DetectorSettings {
+/// Detector settings derived from the configuration and its memory plan.
+pub fn detector_settings(config: &Config, plan: &MemoryPlan) -> DetectorSettings {
     DetectorSettings {
         max_side: config.model.max_side,
         decode: config.decode.clone(),
         label: config.model.labels[0].clone(),
-        // Until the memory planner lands, half the budget bounds one decode.
-        max_decode_bytes: config.memory_budget_mb.saturating_mul(1 << 20) / 2,
+        max_pixels: plan.max_pixels,
+        tiling: config.tiling.clone(),
     }
 }
 
-/// Loads the model and, when there is one worker on a multi-core machine,
-/// gives tract's matrix products every core instead.
-pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, usize)> {
-    let workers = config.model.worker_count();
+/// Plans memory, makes big buffers go back to the system when freed, loads
+/// the model and, when there is one worker on a multi-core machine, gives
+/// tract's matrix products every core instead.
+pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> {
+    let plan = config
+        .memory_plan()
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.reason))?;
+    crate::budget::release_large_buffers();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    if workers == 1 && cores > 1 {
+    if plan.workers == 1 && cores > 1 {
         use_multithreaded_matmul(cores);
     }
-    let model = LoadedModel::load(&config.model)?;
-    Ok((model, workers))
+    // The shape most frames will use is optimised now: a broken model fails
+    // at start-up, and the first frame is fast.
+    let warm = if config.tiling.enabled() {
+        let t = config.tiling.tile as usize;
+        [config.tiling.batch as usize, 3, t, t]
+    } else {
+        let side = config.model.max_side;
+        let (w, h) = whole_frame_size(16 * side, 9 * side, side);
+        [1, 3, h as usize, w as usize]
+    };
+    let model = LoadedModel::load(&config.model, warm)?;
+    Ok((model, plan))
 }
 
 /// Runs until `stop` is set, then finishes the frames in flight, waits briefly
@@ -57,7 +73,9 @@ pub fn run(
     reload: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let (model, workers) = load_model(&config)?;
+    let (model, plan) = load_model(&config)?;
+    let workers = plan.workers;
+    tracing::info!("{}", plan.to_string().replace('\n', "; "));
     let mqtt_cfg = config
         .mqtt
         .clone()
@@ -103,10 +121,11 @@ pub fn run(
     }
     drop(tx);
 
-    let settings = detector_settings(&config);
+    let settings = detector_settings(&config, &plan);
     let live = Arc::new(LiveSettings {
         generation: std::sync::atomic::AtomicU64::new(0),
         settings: std::sync::RwLock::new(settings.clone()),
+        plan: plan.clone(),
     });
     let mut pool = Vec::new();
     for i in 0..workers {

@@ -1,6 +1,7 @@
 //! edgewatch: an inference daemon for the edge. Frames flow one way:
 //! source → infer → sink.
 
+pub mod budget;
 pub mod config;
 pub mod daemon;
 pub mod decode;

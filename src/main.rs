@@ -41,8 +41,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Images to process.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "print_plan")]
         images: Vec<PathBuf>,
+        /// Show how memory_budget_mb is split (stdout without images, else stderr).
+        #[arg(long)]
+        print_plan: bool,
     },
     /// Validate a configuration file and explain every problem found.
     CheckConfig {
@@ -59,7 +62,11 @@ fn main() -> ExitCode {
     edgewatch::telemetry::init_logging();
     match cli.command {
         Command::Run { config } => run(&config),
-        Command::Detect { config, images } => detect(&config, &images),
+        Command::Detect {
+            config,
+            images,
+            print_plan,
+        } => detect(&config, &images, print_plan),
         Command::CheckConfig { file, detect } => check_config(&file, detect),
     }
 }
@@ -104,19 +111,33 @@ fn run(path: &Path) -> ExitCode {
     }
 }
 
-fn detect(path: &Path, images: &[PathBuf]) -> ExitCode {
+fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
     let config = match load(path, Purpose::Detect) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let (model, workers) = match daemon::load_model(&config) {
+    if print_plan {
+        match config.memory_plan() {
+            Ok(plan) if images.is_empty() => println!("{plan}"),
+            Ok(plan) => eprintln!("{plan}"),
+            Err(e) => {
+                eprintln!("edgewatch: {}: {}", e.key, e.reason);
+                return ExitCode::from(2);
+            }
+        }
+        if images.is_empty() {
+            return ExitCode::SUCCESS;
+        }
+    }
+    let (model, plan) = match daemon::load_model(&config) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("edgewatch: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let settings = daemon::detector_settings(&config);
+    let workers = plan.workers;
+    let settings = daemon::detector_settings(&config, &plan);
     let next = AtomicUsize::new(0);
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<String, String>)>();
     let workers = workers.min(images.len()).max(1);
@@ -203,9 +224,13 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
                 c.model.backend,
                 c.sources.len(),
                 c.mqtt
+                    .as_ref()
                     .map(|m| format!(", broker {}", m.url))
                     .unwrap_or_default()
             );
+            if let Ok(plan) = c.memory_plan() {
+                println!("{plan}");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::budget::MemoryPlan;
 use crate::config::Config;
 use crate::daemon::detector_settings;
 use crate::infer::detector::DetectorSettings;
@@ -12,6 +13,8 @@ pub struct LiveSettings {
     pub generation: std::sync::atomic::AtomicU64,
     /// The settings to use from the next frame.
     pub settings: std::sync::RwLock<DetectorSettings>,
+    /// The memory plan the process started with; a reload never outgrows it.
+    pub plan: MemoryPlan,
 }
 
 /// Applies a re-read configuration: what workers can take without a new
@@ -30,6 +33,13 @@ pub fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
         ("device", running.device != new.device),
         ("supervise", differs(&running.supervise, &new.supervise)),
         ("telemetry", differs(&running.telemetry, &new.telemetry)),
+        // These resize the memory plan, which is fixed for the process.
+        ("tiling", running.tiling != new.tiling),
+        (
+            "memory_budget_mb",
+            running.memory_budget_mb != new.memory_budget_mb,
+        ),
+        ("max_pixels", running.max_pixels != new.max_pixels),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
@@ -40,7 +50,9 @@ pub fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
             needs_restart.join(", ")
         );
     }
-    *live.settings.write().unwrap_or_else(|p| p.into_inner()) = detector_settings(new);
+    let mut settings = detector_settings(new, &live.plan);
+    settings.tiling = running.tiling.clone();
+    *live.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     live.generation.fetch_add(1, Ordering::SeqCst);
     tracing::info!(
         "configuration reloaded: decode thresholds, max_side and labels apply from the next frame"

@@ -4,9 +4,8 @@
 //! mean-probability score, unclip, map back to frame pixels.
 
 use geo::{Coord, MinimumRotatedRect, MultiPoint, Point};
-use image::{GrayImage, Luma};
+use image::GrayImage;
 use imageproc::contours::{find_contours, BorderType};
-use imageproc::morphology::{grayscale_dilate, Mask};
 use serde::Deserialize;
 
 use super::Detection;
@@ -102,21 +101,109 @@ impl DbConfig {
 /// Boxes whose short side is under this many map pixels are noise.
 const MIN_SIZE: f64 = 3.0;
 
-/// A probability map borrowed from a model output.
+/// Probabilities, either straight from a model output or quantised to
+/// `p × 255` (stitched tile maps are kept as bytes: a quarter of the memory,
+/// and 1/255 is far below any threshold anyone sets).
+#[derive(Debug, Clone, Copy)]
+pub enum MapData<'a> {
+    /// Model output.
+    F32(&'a [f32]),
+    /// Quantised map.
+    U8(&'a [u8]),
+}
+
+/// A probability map, row-major.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbMap<'a> {
-    /// Row-major probabilities.
-    pub data: &'a [f32],
+    /// Values.
+    pub data: MapData<'a>,
     /// Map width.
     pub width: usize,
     /// Map height.
     pub height: usize,
 }
 
-impl ProbMap<'_> {
-    fn at(&self, x: usize, y: usize) -> f32 {
-        self.data[y * self.width + x]
+impl<'a> ProbMap<'a> {
+    /// A map over model output.
+    pub fn f32(data: &'a [f32], width: usize, height: usize) -> Self {
+        ProbMap {
+            data: MapData::F32(data),
+            width,
+            height,
+        }
     }
+
+    /// A map over quantised bytes.
+    pub fn u8(data: &'a [u8], width: usize, height: usize) -> Self {
+        ProbMap {
+            data: MapData::U8(data),
+            width,
+            height,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self.data {
+            MapData::F32(d) => d.len(),
+            MapData::U8(d) => d.len(),
+        }
+    }
+
+    fn at(&self, x: usize, y: usize) -> f32 {
+        let i = y * self.width + x;
+        match self.data {
+            MapData::F32(d) => d[i],
+            MapData::U8(d) => d[i] as f32 / 255.0,
+        }
+    }
+}
+
+/// The binary text mask, dilated 2×2 when asked, in one buffer: big stitched
+/// maps must not need a second frame-sized copy.
+fn binarise(map: &ProbMap<'_>, threshold: f32, dilate: bool) -> GrayImage {
+    let (w, h) = (map.width, map.height);
+    let mut bitmap = GrayImage::new(w as u32, h as u32);
+    {
+        let buf: &mut [u8] = &mut bitmap;
+        match map.data {
+            MapData::F32(d) => {
+                for (o, v) in buf.iter_mut().zip(d) {
+                    *o = if *v > threshold { 255 } else { 0 };
+                }
+            }
+            MapData::U8(d) => {
+                for (o, v) in buf.iter_mut().zip(d) {
+                    *o = if *v as f32 / 255.0 > threshold {
+                        255
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+        if dilate {
+            // OpenCV's 2×2 kernel has its anchor at (1,1): a pixel lights up
+            // when it or its left, upper or upper-left neighbour is set.
+            // Walking backwards reads neighbours before they are overwritten.
+            for y in (0..h).rev() {
+                for x in (0..w).rev() {
+                    let i = y * w + x;
+                    let mut v = buf[i];
+                    if x > 0 {
+                        v |= buf[i - 1];
+                    }
+                    if y > 0 {
+                        v |= buf[i - w];
+                        if x > 0 {
+                            v |= buf[i - w - 1];
+                        }
+                    }
+                    buf[i] = v;
+                }
+            }
+        }
+    }
+    bitmap
 }
 
 /// Decodes `map` into text detections in a `dest_w`×`dest_h` frame.
@@ -127,20 +214,8 @@ pub fn decode(
     dest_h: u32,
     label: &str,
 ) -> Vec<Detection> {
-    assert_eq!(map.data.len(), map.width * map.height, "map size mismatch");
-    let mut bitmap = GrayImage::from_fn(map.width as u32, map.height as u32, |x, y| {
-        Luma([if map.at(x as usize, y as usize) > cfg.threshold {
-            255
-        } else {
-            0
-        }])
-    });
-    if cfg.use_dilation {
-        // OpenCV's 2×2 kernel has its anchor at (1,1): a pixel lights up when
-        // it or its left, upper or upper-left neighbour is set.
-        let kernel = GrayImage::from_pixel(2, 2, Luma([255]));
-        bitmap = grayscale_dilate(&bitmap, &Mask::from_image(&kernel, 1, 1));
-    }
+    assert_eq!(map.len(), map.width * map.height, "map size mismatch");
+    let bitmap = binarise(&map, cfg.threshold, cfg.use_dilation);
     let sx = dest_w as f64 / map.width as f64;
     let sy = dest_h as f64 / map.height as f64;
     let mut out = Vec::new();
@@ -178,8 +253,13 @@ pub fn decode(
         });
         out.push(Detection::from_quad(label, 0, score, quad));
     }
-    // Reading order, as RapidOCR sorts its boxes: top to bottom, then left to right.
-    out.sort_by(|a, b| {
+    sort_reading_order(&mut out);
+    out
+}
+
+/// Reading order, as RapidOCR sorts its boxes: top to bottom, then left to right.
+pub fn sort_reading_order(dets: &mut [Detection]) {
+    dets.sort_by(|a, b| {
         let (ay, by) = (a.bbox[1], b.bbox[1]);
         if (ay - by).abs() < 10.0 {
             a.bbox[0].total_cmp(&b.bbox[0])
@@ -187,7 +267,6 @@ pub fn decode(
             ay.total_cmp(&by)
         }
     });
-    out
 }
 
 /// A rotated rectangle: centre, unit axis, half extents.
@@ -338,11 +417,7 @@ mod tests {
     fn run(data: &[f32], w: usize, h: usize, dest: (u32, u32)) -> Vec<Detection> {
         decode(
             &DbConfig::default(),
-            ProbMap {
-                data,
-                width: w,
-                height: h,
-            },
+            ProbMap::f32(data, w, h),
             dest.0,
             dest.1,
             "text",
@@ -462,18 +537,46 @@ mod tests {
             max_candidates: 4,
             ..DbConfig::default()
         };
-        let dets = decode(
-            &cfg,
-            ProbMap {
-                data: &m,
-                width: 210,
-                height: 30,
-            },
-            210,
-            30,
-            "text",
-        );
+        let dets = decode(&cfg, ProbMap::f32(&m, 210, 30), 210, 30, "text");
         assert_eq!(dets.len(), 4);
+    }
+
+    #[test]
+    fn dilation_grows_right_and_down_like_opencv() {
+        let mut m = vec![0.0f32; 5 * 5];
+        m[2 * 5 + 2] = 0.9;
+        let b = binarise(&ProbMap::f32(&m, 5, 5), 0.3, true);
+        let lit: Vec<(u32, u32)> = b
+            .enumerate_pixels()
+            .filter(|p| p.2 .0[0] == 255)
+            .map(|p| (p.0, p.1))
+            .collect();
+        assert_eq!(lit, vec![(2, 2), (3, 2), (2, 3), (3, 3)]);
+        let plain = binarise(&ProbMap::f32(&m, 5, 5), 0.3, false);
+        assert_eq!(plain.pixels().filter(|p| p.0[0] == 255).count(), 1);
+    }
+
+    #[test]
+    fn a_quantised_map_decodes_like_the_float_map() {
+        let m = map_with(
+            300,
+            120,
+            &[
+                (20, 20, 180, 40, 0.9),
+                (30, 70, 260, 95, 0.8),
+                (200, 10, 210, 15, 0.4),
+            ],
+        );
+        let q: Vec<u8> = m.iter().map(|v| (v * 255.0).round() as u8).collect();
+        let cfg = DbConfig::default();
+        let a = decode(&cfg, ProbMap::f32(&m, 300, 120), 600, 240, "text");
+        let b = decode(&cfg, ProbMap::u8(&q, 300, 120), 600, 240, "text");
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.bbox, y.bbox);
+            assert!((x.score - y.score).abs() < 0.005);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Decoders turn raw model outputs into detections in frame pixels.
 
 pub mod db;
+pub mod merge;
 
 use serde::Serialize;
 

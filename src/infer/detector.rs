@@ -1,14 +1,16 @@
-//! Runs one frame through the whole-frame path: decode → resize/normalise →
-//! engine → DB decode, timing each stage.
+//! Runs one frame: decode → (tiles or whole frame) → engine → stitch → DB
+//! decode, timing each stage.
 
 use std::path::Path;
 use std::time::Instant;
 
 use image::RgbImage;
 
-use super::preprocess::{decode_file, whole_frame_size, DecodeError, Preprocessor};
+use super::preprocess::{decode_file, whole_frame_size, DecodeError, Decoded, Preprocessor};
+use super::tiling::{TilePlan, TilingConfig};
 use super::{Engine, InferError};
 use crate::decode::db::{self, DbConfig, ProbMap};
+use crate::decode::merge::{merge, MergeConfig, MergeStrategy};
 use crate::decode::Detection;
 
 /// Milliseconds spent in each stage of one frame.
@@ -65,14 +67,16 @@ impl FrameError {
 /// Settings a detector needs besides its engine.
 #[derive(Debug, Clone)]
 pub struct DetectorSettings {
-    /// Longest side fed to the model.
+    /// Longest side fed to the model in whole-frame mode.
     pub max_side: u32,
     /// DB thresholds.
     pub decode: DbConfig,
     /// Label for class 0.
     pub label: String,
-    /// Most bytes an image decoder may allocate.
-    pub max_decode_bytes: u64,
+    /// Largest frame decoded at full size (see `budget.rs`).
+    pub max_pixels: u64,
+    /// How frames are cut into tiles.
+    pub tiling: TilingConfig,
 }
 
 /// One worker's detector: owns its engine and reusable buffers.
@@ -80,6 +84,8 @@ pub struct Detector {
     engine: Box<dyn Engine>,
     pre: Preprocessor,
     settings: DetectorSettings,
+    /// The stitched probability map, reused from frame to frame.
+    stitch: Vec<u8>,
 }
 
 impl Detector {
@@ -89,6 +95,7 @@ impl Detector {
             engine,
             pre: Preprocessor::new(),
             settings,
+            stitch: Vec::new(),
         }
     }
 
@@ -100,20 +107,21 @@ impl Detector {
     /// Decodes and detects one image file.
     pub fn detect_file(&mut self, path: &Path) -> Result<FrameResult, FrameError> {
         let start = Instant::now();
-        let img = decode_file(path, self.settings.max_decode_bytes)?;
-        self.detect_rgb_from(&img, start)
+        let decoded = decode_file(path, self.settings.max_pixels)?;
+        self.detect_from(decoded, start)
     }
 
     /// Detects on pixels already decoded.
-    pub fn detect_rgb(&mut self, img: &RgbImage) -> Result<FrameResult, FrameError> {
-        self.detect_rgb_from(img, Instant::now())
+    pub fn detect_rgb(&mut self, img: RgbImage) -> Result<FrameResult, FrameError> {
+        let decoded = Decoded {
+            frame_w: img.width(),
+            frame_h: img.height(),
+            image: img,
+        };
+        self.detect_from(decoded, Instant::now())
     }
 
-    fn detect_rgb_from(
-        &mut self,
-        img: &RgbImage,
-        start: Instant,
-    ) -> Result<FrameResult, FrameError> {
+    fn detect_from(&mut self, decoded: Decoded, start: Instant) -> Result<FrameResult, FrameError> {
         // Test-only hang, compiled into debug builds only: release binaries,
         // and so every production config, cannot turn it on.
         #[cfg(debug_assertions)]
@@ -122,42 +130,137 @@ impl Detector {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }
         }
+        let mut timing = Timing {
+            decode: ms(start, Instant::now()),
+            ..Timing::default()
+        };
+        let (frame_w, frame_h) = (decoded.frame_w, decoded.frame_h);
+        let mut detections = if self.settings.tiling.enabled() {
+            let mut dets = self.tiled(&decoded.image, frame_w, frame_h, &mut timing)?;
+            if self.settings.tiling.full_frame {
+                dets.extend(self.whole_frame(&decoded.image, frame_w, frame_h, &mut timing)?);
+                // Text the whole-frame pass also found keeps the better quad.
+                let cfg = MergeConfig {
+                    strategy: MergeStrategy::Nms,
+                    ..MergeConfig::default()
+                };
+                dets = merge(dets, &cfg);
+                db::sort_reading_order(&mut dets);
+            }
+            dets
+        } else {
+            self.whole_frame(&decoded.image, frame_w, frame_h, &mut timing)?
+        };
+        detections.shrink_to_fit();
+        timing.total = ms(start, Instant::now());
+        Ok(FrameResult {
+            width: frame_w,
+            height: frame_h,
+            detections,
+            timing,
+        })
+    }
+
+    /// The whole frame shrunk to `max_side`, one engine run.
+    fn whole_frame(
+        &mut self,
+        img: &RgbImage,
+        frame_w: u32,
+        frame_h: u32,
+        timing: &mut Timing,
+    ) -> Result<Vec<Detection>, FrameError> {
+        let t0 = Instant::now();
         let (w, h) = whole_frame_size(img.width(), img.height(), self.settings.max_side);
         let tensor = self.pre.to_tensor(img, w, h);
-        let t_pre = Instant::now();
+        let t1 = Instant::now();
         let out = self.engine.run(tensor)?;
-        let t_infer = Instant::now();
-        let (mh, mw) = match out.shape.as_slice() {
-            [1, 1, mh, mw] => (*mh, *mw),
-            other => {
-                return Err(FrameError::Output(format!(
-                    "a DB model must output [1, 1, H, W], this one gave {other:?}; is model.family right?"
-                )))
-            }
-        };
-        let detections = db::decode(
+        let t2 = Instant::now();
+        let (mh, mw) = db_map_shape(&out.shape, 1)?;
+        let dets = db::decode(
             &self.settings.decode,
-            ProbMap {
-                data: &out.data,
-                width: mw,
-                height: mh,
-            },
-            img.width(),
-            img.height(),
+            ProbMap::f32(&out.data, mw, mh),
+            frame_w,
+            frame_h,
             &self.settings.label,
         );
-        let end = Instant::now();
-        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
-        Ok(FrameResult {
-            width: img.width(),
-            height: img.height(),
-            detections,
-            timing: Timing {
-                decode: ms(start, t_pre),
-                infer: ms(t_pre, t_infer),
-                post: ms(t_infer, end),
-                total: ms(start, end),
-            },
-        })
+        timing.decode += ms(t0, t1);
+        timing.infer += ms(t1, t2);
+        timing.post += ms(t2, Instant::now());
+        Ok(dets)
+    }
+
+    /// Tiles through the engine, the maps stitched by ownership, one DB decode
+    /// over the stitched map: a line crossing a seam is one region.
+    fn tiled(
+        &mut self,
+        img: &RgbImage,
+        frame_w: u32,
+        frame_h: u32,
+        timing: &mut Timing,
+    ) -> Result<Vec<Detection>, FrameError> {
+        let plan = TilePlan::new(img.width(), img.height(), &self.settings.tiling);
+        let (sw, sh) = (plan.scaled_w as usize, plan.scaled_h as usize);
+        self.stitch.clear();
+        self.stitch.resize(sw * sh, 0);
+        let batch = self.settings.tiling.batch.max(1) as usize;
+        let order: Vec<usize> = (0..plan.tiles.len()).collect();
+        // Tiles of one shape go together; a plan has at most one shape unless
+        // the frame is smaller than a tile, and then it has one tile.
+        for chunk in order.chunk_by(|a, b| plan.tiles[*a].hw() == plan.tiles[*b].hw()) {
+            for group in chunk.chunks(batch) {
+                let t0 = Instant::now();
+                let tensor = self.pre.tiles_to_tensor(img, &plan, group);
+                let t1 = Instant::now();
+                let out = self.engine.run(tensor)?;
+                let t2 = Instant::now();
+                let (mh, mw) = db_map_shape(&out.shape, group.len())?;
+                let (th, tw) = plan.tiles[group[0]].hw();
+                if (mh, mw) != (th as usize, tw as usize) {
+                    return Err(FrameError::Output(format!(
+                        "the model gave a {mw}x{mh} map for a {tw}x{th} tile; DB maps must match their input"
+                    )));
+                }
+                for (k, &i) in group.iter().enumerate() {
+                    let tile = &plan.tiles[i];
+                    let map = &out.data[k * mh * mw..(k + 1) * mh * mw];
+                    for sy in tile.y.own_start..tile.y.own_end {
+                        let ty = (sy - tile.y.start) as usize;
+                        let src = &map[ty * mw..][..mw];
+                        let dst = &mut self.stitch[sy as usize * sw..][..sw];
+                        for sx in tile.x.own_start..tile.x.own_end {
+                            let p = src[(sx - tile.x.start) as usize];
+                            dst[sx as usize] = (p.clamp(0.0, 1.0) * 255.0).round() as u8;
+                        }
+                    }
+                }
+                timing.decode += ms(t0, t1);
+                timing.infer += ms(t1, t2);
+                timing.post += ms(t2, Instant::now());
+            }
+        }
+        let t3 = Instant::now();
+        let dets = db::decode(
+            &self.settings.decode,
+            ProbMap::u8(&self.stitch, sw, sh),
+            frame_w,
+            frame_h,
+            &self.settings.label,
+        );
+        timing.post += ms(t3, Instant::now());
+        Ok(dets)
+    }
+}
+
+fn ms(a: Instant, b: Instant) -> f64 {
+    (b - a).as_secs_f64() * 1000.0
+}
+
+/// `(h, w)` of a DB output holding `n` maps.
+fn db_map_shape(shape: &[usize], n: usize) -> Result<(usize, usize), FrameError> {
+    match shape {
+        [b, 1, mh, mw] if *b == n => Ok((*mh, *mw)),
+        other => Err(FrameError::Output(format!(
+            "a DB model must output [{n}, 1, H, W], this one gave {other:?}; is model.family right?"
+        ))),
     }
 }

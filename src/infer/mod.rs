@@ -4,6 +4,7 @@
 pub mod detector;
 pub mod model;
 pub mod preprocess;
+pub mod tiling;
 pub mod tract;
 
 use std::path::PathBuf;

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::preprocess::whole_frame_size;
 use super::tract::TractModel;
 use super::{InferError, ModelConfig};
 
@@ -30,17 +29,15 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Hashes and loads the model named by `cfg`.
-    pub fn load(cfg: &ModelConfig) -> Result<LoadedModel, InferError> {
+    /// Hashes and loads the model named by `cfg`, and optimises it for the
+    /// NCHW input shape `warm` now.
+    pub fn load(cfg: &ModelConfig, warm: [usize; 4]) -> Result<LoadedModel, InferError> {
         let sha256 = sha256_file(&cfg.path).map_err(|e| InferError::Load {
             path: cfg.path.clone(),
             reason: e.to_string(),
         })?;
         let tract = TractModel::load(&cfg.path)?;
-        // Optimising for the usual frame shape now means a broken model fails
-        // at start-up, not on the first frame, and the first frame is fast.
-        let (w, h) = whole_frame_size(16 * cfg.max_side, 9 * cfg.max_side, cfg.max_side);
-        tract.plan([1, 3, h as usize, w as usize])?;
+        tract.plan(warm)?;
         let name = cfg
             .path
             .file_stem()

@@ -7,6 +7,7 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageReader, RgbImage};
 
+use super::tiling::TilePlan;
 use super::TensorBatch;
 
 /// Why an image could not be turned into pixels.
@@ -44,32 +45,64 @@ impl From<image::ImageError> for DecodeError {
     }
 }
 
+/// Bytes per pixel the decode step may hold: the decoded frame plus one
+/// rotated copy when EXIF says the camera was turned. `budget.rs` plans this.
+pub const DECODE_BYTES_PER_PIXEL: u64 = 6;
+
+/// Pixels of one frame, and the size of the frame they came from (larger
+/// when a big JPEG was decoded scaled down).
+#[derive(Debug)]
+pub struct Decoded {
+    /// RGB8 pixels, EXIF orientation applied.
+    pub image: RgbImage,
+    /// Width of the original frame, oriented; detections are reported in it.
+    pub frame_w: u32,
+    /// Height of the original frame, oriented.
+    pub frame_h: u32,
+}
+
 /// Decodes an image file into RGB8 with its EXIF orientation applied.
 /// Grey, grey+alpha, RGBA and 16-bit inputs are converted to RGB8.
-/// `max_alloc` bounds what the decoder may allocate, so a decompression bomb
-/// is refused instead of exhausting memory.
-pub fn decode_file(path: &Path, max_alloc: u64) -> Result<RgbImage, DecodeError> {
+///
+/// `max_pixels` bounds memory: the header is read first, and a frame larger
+/// than that is decoded already scaled down when it is a baseline JPEG (DCT
+/// scaling by 1/2, 1/4 or 1/8) and refused otherwise, before a single pixel
+/// is decoded; a decompression bomb never reaches memory.
+pub fn decode_file(path: &Path, max_pixels: u64) -> Result<Decoded, DecodeError> {
     let file = std::fs::File::open(path)?;
     if file.metadata()?.len() == 0 {
         return Err(DecodeError::Empty);
     }
     let mut reader = ImageReader::new(BufReader::new(file)).with_guessed_format()?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(DecodeError::UnknownFormat);
-    }
+    };
+    let max_alloc = max_pixels.saturating_mul(DECODE_BYTES_PER_PIXEL);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(max_alloc);
     reader.limits(limits);
     let mut decoder = reader.into_decoder()?;
-    // The decoder's own buffer plus the RGB8 copy; checked before a single
-    // pixel is decoded, so a small file that expands hugely is refused.
     let (w, h) = decoder.dimensions();
-    let needed = decoder
-        .total_bytes()
-        .saturating_add(w as u64 * h as u64 * 3);
+    let pixels = w as u64 * h as u64;
+    if pixels > max_pixels {
+        if format == image::ImageFormat::Jpeg {
+            drop(decoder);
+            return decode_jpeg_scaled(path, max_pixels);
+        }
+        return Err(DecodeError::TooLarge(format!(
+            "{w}x{h} is {:.1} MP, more than max_pixels ({:.1} MP, set by memory_budget_mb); \
+             raise memory_budget_mb or max_pixels, or send it as a JPEG, which is decoded scaled down",
+            pixels as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        )));
+    }
+    // The decoder's own buffer plus the RGB8 copy; 16-bit and alpha formats
+    // need more than plain RGB, and are checked before decoding too.
+    let needed = decoder.total_bytes().saturating_add(pixels * 3);
     if needed > max_alloc {
         return Err(DecodeError::TooLarge(format!(
-            "{w}x{h} needs {} MiB to decode, the limit is {} MiB",
+            "{w}x{h} in this pixel format needs {} MiB to decode, the limit is {} MiB; \
+             raise memory_budget_mb or send 8-bit RGB",
             needed >> 20,
             max_alloc >> 20
         )));
@@ -78,12 +111,108 @@ pub fn decode_file(path: &Path, max_alloc: u64) -> Result<RgbImage, DecodeError>
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder)?;
+    let img = image::DynamicImage::from_decoder(decoder)?;
+    let image = oriented_rgb(img, orientation);
+    Ok(Decoded {
+        frame_w: image.width(),
+        frame_h: image.height(),
+        image,
+    })
+}
+
+fn oriented_rgb(
+    mut img: image::DynamicImage,
+    orientation: image::metadata::Orientation,
+) -> RgbImage {
     img.apply_orientation(orientation);
-    Ok(match img {
+    match img {
         image::DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
+    }
+}
+
+/// A baseline JPEG larger than `max_pixels`, decoded at the largest DCT
+/// scale (1/2, 1/4, 1/8) that fits.
+fn decode_jpeg_scaled(path: &Path, max_pixels: u64) -> Result<Decoded, DecodeError> {
+    let file = BufReader::new(std::fs::File::open(path)?);
+    let mut jpeg = jpeg_decoder::Decoder::new(file);
+    jpeg.read_info().map_err(jpeg_error)?;
+    let info = jpeg.info().expect("read_info succeeded");
+    let (w, h) = (info.width as u64, info.height as u64);
+    if info.coding_process != jpeg_decoder::CodingProcess::DctSequential {
+        // Progressive JPEGs keep every DCT coefficient of the full frame in
+        // memory whatever the output scale.
+        return Err(DecodeError::TooLarge(format!(
+            "{w}x{h} progressive JPEG is {:.1} MP, more than max_pixels ({:.1} MP), and only \
+             baseline JPEGs can be decoded scaled down; re-encode it as baseline or raise memory_budget_mb",
+            (w * h) as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        )));
+    }
+    let Some(denom) = [2u64, 4, 8]
+        .into_iter()
+        .find(|d| w.div_ceil(*d) * h.div_ceil(*d) <= max_pixels)
+    else {
+        return Err(DecodeError::TooLarge(format!(
+            "{w}x{h} JPEG is {:.1} MP; even at 1/8 scale it exceeds max_pixels ({:.1} MP); \
+             raise memory_budget_mb or max_pixels",
+            (w * h) as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        )));
+    };
+    let (sw, sh) = jpeg
+        .scale(w.div_ceil(denom) as u16, h.div_ceil(denom) as u16)
+        .map_err(jpeg_error)?;
+    jpeg.set_max_decoding_buffer_size((max_pixels * 3) as usize);
+    let raw = jpeg.decode().map_err(jpeg_error)?;
+    let (sw, sh) = (sw as u32, sh as u32);
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(sw, sh, raw),
+        jpeg_decoder::PixelFormat::L8 => {
+            RgbImage::from_raw(sw, sh, raw.iter().flat_map(|&v| [v, v, v]).collect())
+        }
+        jpeg_decoder::PixelFormat::CMYK32 => RgbImage::from_raw(
+            sw,
+            sh,
+            raw.chunks_exact(4)
+                .flat_map(|p| {
+                    // Adobe CMYK JPEGs are stored inverted.
+                    let k = p[3] as u32;
+                    [0, 1, 2].map(|i| (p[i] as u32 * k / 255) as u8)
+                })
+                .collect(),
+        ),
+        jpeg_decoder::PixelFormat::L16 => None,
+    }
+    .ok_or_else(|| DecodeError::Corrupt("unexpected JPEG pixel layout".into()))?;
+    let orientation = jpeg
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let image = oriented_rgb(image::DynamicImage::ImageRgb8(rgb), orientation);
+    let swaps = matches!(
+        orientation,
+        image::metadata::Orientation::Rotate90
+            | image::metadata::Orientation::Rotate270
+            | image::metadata::Orientation::Rotate90FlipH
+            | image::metadata::Orientation::Rotate270FlipH
+    );
+    let (frame_w, frame_h) = if swaps { (h, w) } else { (w, h) };
+    Ok(Decoded {
+        image,
+        frame_w: frame_w as u32,
+        frame_h: frame_h as u32,
     })
+}
+
+fn jpeg_error(e: jpeg_decoder::Error) -> DecodeError {
+    match e {
+        jpeg_decoder::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            DecodeError::Corrupt("the data ends early (truncated file?)".into())
+        }
+        jpeg_decoder::Error::Io(e) => DecodeError::Io(e),
+        other => DecodeError::Corrupt(other.to_string()),
+    }
 }
 
 /// Size fed to the model in whole-frame mode: the longest side capped at
@@ -165,6 +294,68 @@ impl Preprocessor {
     }
 }
 
+impl Preprocessor {
+    /// Cuts tiles `indices` of `plan` out of `img` (resampling when the plan
+    /// scales) into one `[n, 3, h, w]` tensor; all the tiles must share a
+    /// shape. Padding beyond the frame edge is 0 (mid-grey after normalising).
+    pub fn tiles_to_tensor(
+        &mut self,
+        img: &RgbImage,
+        plan: &TilePlan,
+        indices: &[usize],
+    ) -> TensorBatch {
+        let (th, tw) = plan.tiles[indices[0]].hw();
+        let (th, tw) = (th as usize, tw as usize);
+        let plane = th * tw;
+        let mut data = vec![0f32; indices.len() * 3 * plane];
+        for (k, &i) in indices.iter().enumerate() {
+            debug_assert_eq!(plan.tiles[i].hw(), (th as u32, tw as u32));
+            let ([left, top, rw, rh], (vw, vh)) = plan.source_rect(i);
+            let (vw, vh) = (vw as usize, vh as usize);
+            let exact =
+                left.fract() == 0.0 && top.fract() == 0.0 && rw == vw as f64 && rh == vh as f64;
+            let (src, stride, x0, y0): (&[u8], usize, usize, usize) = if exact {
+                (
+                    img.as_raw(),
+                    img.width() as usize * 3,
+                    left as usize,
+                    top as usize,
+                )
+            } else {
+                self.resized.resize(vw * vh * 3, 0);
+                let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+                    .expect("RgbImage buffers always match their dimensions");
+                let mut dst =
+                    Image::from_slice_u8(vw as u32, vh as u32, &mut self.resized, PixelType::U8x3)
+                        .expect("buffer was sized for the destination");
+                // Float rounding must not push the crop past the frame edge.
+                let rw = rw.min(img.width() as f64 - left);
+                let rh = rh.min(img.height() as f64 - top);
+                let options = self.options.crop(left, top, rw, rh);
+                self.resizer
+                    .resize(&src, &mut dst, &options)
+                    .expect("crop lies inside the frame and both images are U8x3");
+                (&self.resized, vw * 3, 0, 0)
+            };
+            let (b, rest) = data[k * 3 * plane..(k + 1) * 3 * plane].split_at_mut(plane);
+            let (g, r) = rest.split_at_mut(plane);
+            for y in 0..vh {
+                let row = &src[(y0 + y) * stride + x0 * 3..][..vw * 3];
+                let out = y * tw;
+                for (x, px) in row.chunks_exact(3).enumerate() {
+                    r[out + x] = self.lut[px[0] as usize];
+                    g[out + x] = self.lut[px[1] as usize];
+                    b[out + x] = self.lut[px[2] as usize];
+                }
+            }
+        }
+        TensorBatch {
+            shape: [indices.len(), 3, th, tw],
+            data,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +381,55 @@ mod tests {
         assert!((t.data[plane + 1] + 1.0).abs() < 1e-6); // G = 0 → -1
         assert!((t.data[2 * plane + 1] - 1.0).abs() < 1e-6); // R = 255 → 1
         assert!((t.data[0] + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tiles_copy_their_window_and_pad_beyond_the_edge() {
+        use crate::infer::tiling::{TilePlan, TilingConfig};
+        // A horizontal gradient: red channel = x.
+        let img = RgbImage::from_fn(200, 40, |x, _| image::Rgb([x as u8, 0, 0]));
+        let cfg = TilingConfig {
+            tile: 128,
+            overlap: 32,
+            ..TilingConfig::default()
+        };
+        let plan = TilePlan::new(200, 40, &cfg);
+        assert_eq!(plan.tiles.len(), 2);
+        let t = Preprocessor::new().tiles_to_tensor(&img, &plan, &[0, 1]);
+        assert_eq!(t.shape, [2, 3, 64, 128]);
+        let plane = 64 * 128;
+        let norm = |v: f32| (v / 255.0 - 0.5) / 0.5;
+        // Second tile starts at x = 72: its R plane (third) at column 5 is x = 77.
+        let second_r = &t.data[3 * plane + 2 * plane..];
+        assert!((second_r[5] - norm(77.0)).abs() < 1e-6);
+        // Rows past the frame's 40 are padding.
+        assert_eq!(second_r[50 * 128 + 5], 0.0);
+        // Scaled ×0.5: the tile samples every other column.
+        let half = TilingConfig { scale: 0.5, ..cfg };
+        let plan = TilePlan::new(200, 40, &half);
+        let t = Preprocessor::new().tiles_to_tensor(&img, &plan, &[0]);
+        assert_eq!(t.shape, [1, 3, 32, 128]);
+        let r = &t.data[2 * 32 * 128..];
+        assert!((r[50] - norm(100.5)).abs() < 0.02, "{}", r[50]);
+    }
+
+    #[test]
+    fn a_big_baseline_jpeg_is_decoded_scaled_down_and_keeps_its_frame_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.jpg");
+        RgbImage::from_pixel(1600, 1200, image::Rgb([10, 200, 30]))
+            .save(&p)
+            .unwrap();
+        let d = decode_file(&p, 600_000).unwrap();
+        assert_eq!((d.frame_w, d.frame_h), (1600, 1200));
+        assert_eq!((d.image.width(), d.image.height()), (800, 600));
+        let px = d.image.get_pixel(400, 300).0;
+        assert!(px[1] > 180 && px[0] < 40, "{px:?}");
+        // At 1/8 it would still be too big: refused, with the knob named.
+        let Err(err) = decode_file(&p, 20_000) else {
+            panic!("accepted")
+        };
+        assert!(err.to_string().contains("max_pixels"), "{err}");
     }
 
     #[test]
@@ -263,7 +503,7 @@ mod tests {
         ] {
             let p = dir.path().join(name);
             img.save(&p).unwrap();
-            let rgb = decode_file(&p, 1 << 30).unwrap();
+            let rgb = decode_file(&p, 1 << 30).unwrap().image;
             assert_eq!((rgb.width(), rgb.height()), (8, 4), "{name}");
             assert_eq!(rgb.get_pixel(3, 2).0, want, "{name}");
         }
@@ -300,11 +540,11 @@ mod tests {
         });
         let plain = dir.path().join("plain.jpg");
         std::fs::write(&plain, jpeg_with_orientation(&img, 1)).unwrap();
-        let upright = decode_file(&plain, 1 << 30).unwrap();
+        let upright = decode_file(&plain, 1 << 30).unwrap().image;
         assert_eq!((upright.width(), upright.height()), (40, 20));
         let rotated = dir.path().join("rot90.jpg");
         std::fs::write(&rotated, jpeg_with_orientation(&img, 6)).unwrap();
-        let r = decode_file(&rotated, 1 << 30).unwrap();
+        let r = decode_file(&rotated, 1 << 30).unwrap().image;
         // Orientation 6: rotate 90° clockwise; the black left half ends on top.
         assert_eq!((r.width(), r.height()), (20, 40));
         assert!(r.get_pixel(10, 5).0[0] < 40, "top is black");
