@@ -1,5 +1,5 @@
-//! Writes seeded 1080p sample images with text at known places.
-//! Usage: cargo run --example make_samples -- OUT_DIR [COUNT] [WIDTH HEIGHT]
+//! Writes seeded sample images (1080p by default) with text at known places.
+//! Usage: cargo run --example make_samples -- OUT_DIR [COUNT] [WIDTH HEIGHT] [LINES PX_LO PX_HI]
 
 #[path = "../tests/common/textimg.rs"]
 mod textimg;
@@ -10,9 +10,12 @@ fn main() {
     let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     let width: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1920);
     let height: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1080);
+    let lines: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let px_lo: u32 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(26);
+    let px_hi: u32 = args.get(6).and_then(|s| s.parse().ok()).unwrap_or(44);
     std::fs::create_dir_all(&out).expect("create the output directory");
     for i in 0..count {
-        let (img, boxes) = textimg::render(width, height, 1000 + i, 8, 26, 44);
+        let (img, boxes) = textimg::render(width, height, 1000 + i, lines, px_lo, px_hi);
         // Written under a temporary name and renamed, as a camera uploader should.
         let tmp = out.join(format!(".sample-{i:03}.jpg"));
         let dest = out.join(format!("sample-{i:03}.jpg"));

@@ -361,8 +361,14 @@ pub fn release_large_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; called once at start-up.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+        let kb: i32 = std::env::var("EDGEWATCH_MMAP_THRESHOLD_KB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        if kb > 0 {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, kb * 1024);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+        }
     }
 }
 

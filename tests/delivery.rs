@@ -16,7 +16,7 @@ fn write_config(dir: &Path, broker_url: &str, extra_model: &str, extra_mqtt: &st
     std::fs::write(
         &cfg,
         format!(
-            "device = \"dev1\"\n[model]\npath = {:?}\n{extra_model}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"{broker_url}\"\noutbox = \"outbox\"\n{extra_mqtt}\n",
+            "device = \"dev1\"\n[model]\npath = {:?}\n{extra_model}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"{broker_url}\"\noutbox = \"outbox\"\n{extra_mqtt}\n[tiling]\nmode = \"off\"\n",
             common::model_path().display().to_string()
         ),
     )

@@ -25,7 +25,7 @@ fn start_under_systemd(
     std::fs::write(
         &cfg,
         format!(
-            "[model]\npath = {:?}\n{model_extra}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n{tail}",
+            "[model]\npath = {:?}\n{model_extra}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n[tiling]\nmode = \"off\"\n{tail}",
             common::model_path().display().to_string(),
             broker.url()
         ),

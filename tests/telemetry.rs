@@ -16,7 +16,7 @@ fn metrics_match_what_was_processed() {
     std::fs::write(
         &cfg,
         format!(
-            "[model]\npath = {:?}\n[[source]]\nname = \"inbox\"\nkind = \"folder\"\npath = \"inbox\"\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n",
+            "[model]\npath = {:?}\n[[source]]\nname = \"inbox\"\nkind = \"folder\"\npath = \"inbox\"\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n[tiling]\nmode = \"off\"\n",
             common::model_path().display().to_string(),
             broker.url()
         ),
@@ -103,7 +103,7 @@ fn a_taken_port_is_a_start_up_error() {
     std::fs::write(
         &cfg,
         format!(
-            "[model]\npath = {:?}\n[[source]]\nname = \"inbox\"\nkind = \"folder\"\npath = \"inbox\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\noutbox = \"outbox\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n",
+            "[model]\npath = {:?}\n[[source]]\nname = \"inbox\"\nkind = \"folder\"\npath = \"inbox\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\noutbox = \"outbox\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n[tiling]\nmode = \"off\"\n",
             common::model_path().display().to_string()
         ),
     )

@@ -128,7 +128,7 @@ fn config_with(
     std::fs::write(
         &cfg,
         format!(
-            "device = \"tls1\"\n[model]\npath = {:?}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"mqtts://localhost:{tls_port}\"\nusername = \"line-3\"\npassword_file = \"mqtt.pass\"\nca_file = {:?}\noutbox = \"outbox\"\n{extra}\n",
+            "device = \"tls1\"\n[model]\npath = {:?}\n[[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n[mqtt]\nurl = \"mqtts://localhost:{tls_port}\"\nusername = \"line-3\"\npassword_file = \"mqtt.pass\"\nca_file = {:?}\noutbox = \"outbox\"\n{extra}\n[tiling]\nmode = \"off\"\n",
             common::model_path().display().to_string(),
             ca.display().to_string()
         ),

@@ -1,0 +1,132 @@
+//! Tiled inference on the real model: small text in 4K frames, and a text
+//! line across tile seams.
+
+mod common;
+
+use common::textimg::{draw_text, font, iou, recall, render, TextBox};
+use edgewatch::decode::db::DbConfig;
+use edgewatch::infer::detector::{Detector, DetectorSettings};
+use edgewatch::infer::model::LoadedModel;
+use edgewatch::infer::tiling::{TilePlan, TilingConfig, TilingMode};
+use edgewatch::infer::ModelConfig;
+
+fn detector(tiling: TilingConfig) -> Detector {
+    let cfg = ModelConfig {
+        path: common::model_path(),
+        family: Default::default(),
+        backend: Default::default(),
+        labels: vec!["text".into()],
+        max_side: 960,
+        workers: Some(1),
+    };
+    let t = tiling.tile as usize;
+    let model = LoadedModel::load(&cfg, [1, 3, t, t]).expect("load the model");
+    let engine = model.tract.engine().unwrap();
+    Detector::new(
+        Box::new(engine),
+        DetectorSettings {
+            max_side: 960,
+            decode: DbConfig::default(),
+            label: "text".into(),
+            max_pixels: 40_000_000,
+            tiling,
+        },
+    )
+}
+
+fn boxes(det: &mut Detector, img: &image::RgbImage) -> Vec<[f32; 4]> {
+    det.detect_rgb(img.clone())
+        .expect("detect")
+        .detections
+        .iter()
+        .map(|d| d.bbox)
+        .collect()
+}
+
+#[test]
+fn small_text_in_4k_frames_is_found_by_tiles_and_lost_by_whole_frame() {
+    let frames: Vec<(image::RgbImage, Vec<TextBox>)> = (0..2)
+        .map(|i| render(3840, 2160, 4000 + i, 40, 12, 20))
+        .collect();
+    let mut tiled = detector(TilingConfig::default());
+    let mut whole = detector(TilingConfig {
+        mode: TilingMode::Off,
+        ..TilingConfig::default()
+    });
+    let (mut r_tiled, mut r_whole, mut n) = (0.0, 0.0, 0.0);
+    for (img, truth) in &frames {
+        let t = recall(truth, &boxes(&mut tiled, img), 0.3);
+        let w = recall(truth, &boxes(&mut whole, img), 0.3);
+        eprintln!(
+            "{} lines of 12-20 px: recall tiled {t:.3}, whole-frame {w:.3}",
+            truth.len()
+        );
+        r_tiled += t * truth.len() as f32;
+        r_whole += w * truth.len() as f32;
+        n += truth.len() as f32;
+    }
+    let (r_tiled, r_whole) = (r_tiled / n, r_whole / n);
+    eprintln!("overall: tiled {r_tiled:.3}, whole-frame {r_whole:.3}");
+    assert!(n >= 60.0, "too few lines rendered: {n}");
+    assert!(r_tiled >= 0.95, "tiled recall {r_tiled:.3} < 0.95");
+    assert!(
+        r_whole <= 0.5,
+        "whole-frame recall {r_whole:.3} is not clearly lower"
+    );
+}
+
+#[test]
+fn a_line_across_tile_seams_is_one_box() {
+    let tiling = TilingConfig {
+        tile: 320,
+        overlap: 64,
+        ..TilingConfig::default()
+    };
+    let (w, h) = (1280, 720);
+    let plan = TilePlan::new(w, h, &tiling);
+    // Ownership seams along x and y, where a naive per-tile decode would cut.
+    let x_seams: Vec<u32> = plan
+        .tiles
+        .iter()
+        .filter(|t| t.y.start == 0 && t.x.own_start > 0)
+        .map(|t| t.x.own_start)
+        .collect();
+    let y_seam = plan
+        .tiles
+        .iter()
+        .map(|t| t.y.own_start)
+        .find(|&s| s > 0)
+        .unwrap();
+    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([235, 235, 228]));
+    let text = "SEAM CROSSING LINE 4711-0815";
+    let bbox = draw_text(
+        &mut img,
+        &font(),
+        34.0,
+        150.0,
+        y_seam as f32 + 12.0,
+        text,
+        [20, 20, 30],
+    )
+    .unwrap();
+    let crossed = x_seams
+        .iter()
+        .filter(|&&s| (bbox[0] as u32) < s && s < bbox[2] as u32)
+        .count();
+    assert!(crossed >= 2, "the line {bbox:?} crosses {crossed} x seams");
+    assert!(bbox[1] < y_seam as f32 && (y_seam as f32) < bbox[3]);
+
+    let mut det = detector(tiling);
+    let found = boxes(&mut det, &img);
+    let touching: Vec<&[f32; 4]> = found.iter().filter(|b| iou(**b, bbox) > 0.05).collect();
+    assert_eq!(
+        touching.len(),
+        1,
+        "expected one box over {bbox:?}, got {touching:?}"
+    );
+    assert!(
+        iou(*touching[0], bbox) >= 0.5,
+        "{:?} vs {bbox:?}",
+        touching[0]
+    );
+}
