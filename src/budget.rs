@@ -94,6 +94,23 @@ impl MemoryPlan {
     pub fn total(&self) -> u64 {
         self.items.iter().map(|i| i.bytes).sum()
     }
+
+    /// The plan on one log line.
+    pub fn summary(&self) -> String {
+        let items: Vec<String> = self
+            .items
+            .iter()
+            .map(|i| format!("{} {:.1}", i.name, i.bytes as f64 / MIB as f64))
+            .collect();
+        format!(
+            "memory plan: {} worker(s), max_pixels {:.1} MP; {} = {:.1} of {} MiB",
+            self.workers,
+            self.max_pixels as f64 / 1e6,
+            items.join(" + "),
+            self.total() as f64 / MIB as f64,
+            self.budget / MIB
+        )
+    }
 }
 
 impl fmt::Display for MemoryPlan {

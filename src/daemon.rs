@@ -75,7 +75,7 @@ pub fn run(
     let started = std::time::Instant::now();
     let (model, plan) = load_model(&config)?;
     let workers = plan.workers;
-    tracing::info!("{}", plan.to_string().replace('\n', "; "));
+    tracing::info!("{}", plan.summary());
     let mqtt_cfg = config
         .mqtt
         .clone()
