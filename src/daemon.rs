@@ -19,7 +19,7 @@ use crate::sink::mqtt::MqttSink;
 use crate::sink::payload::Message;
 use crate::source::folder::{FolderJob, FolderSource};
 use crate::source::SourceConfig;
-use crate::supervise::{Heartbeats, Notifier};
+use crate::supervise::{run_restarting, Heartbeats, Notifier};
 
 /// How long stopping waits for stages before giving up on a hung one.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -95,25 +95,48 @@ pub fn run(
     );
 
     let (tx, rx) = bounded::<FolderJob>(workers * 2);
+    // Set by a stage that failed too often: the process exits non-zero.
+    let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
     let mut sources: Vec<JoinHandle<()>> = Vec::new();
     for source in &config.sources {
         match source {
             SourceConfig::Folder(f) => {
-                let src = FolderSource::new(f.clone(), tx.clone(), stop.clone())?.with_heartbeat(
-                    heartbeats.register(format!("source:{}", f.name), stage_timeout),
+                let stage = format!("source:{}", f.name);
+                let beat = heartbeats.register(stage.clone(), stage_timeout);
+                let (f, tx, stop, fatal, metrics, supervise) = (
+                    f.clone(),
+                    tx.clone(),
+                    stop.clone(),
+                    fatal.clone(),
+                    metrics.clone(),
+                    config.supervise.clone(),
                 );
-                let name = f.name.clone();
-                let stop = stop.clone();
+                // Opened once here so a source that cannot start stops
+                // start-up with its reason; later failures are restarted.
+                let mut first = Some(FolderSource::new(f.clone(), tx.clone(), stop.clone())?);
                 sources.push(
                     std::thread::Builder::new()
-                        .name(format!("src-{name}"))
+                        .name(format!("src-{}", f.name))
                         .spawn(move || {
-                            if let Err(e) = src.run() {
-                                tracing::error!(source = %name, "{e}");
-                                // Without supervision (a later stage) a dead
-                                // source would go unnoticed: stop the daemon.
-                                stop.store(true, Ordering::SeqCst);
-                            }
+                            run_restarting(
+                                &beat,
+                                &supervise,
+                                &stop,
+                                &fatal,
+                                &|| metrics.stage_restarted(&stage),
+                                || {
+                                    let src = match first.take() {
+                                        Some(s) => s,
+                                        None => {
+                                            FolderSource::new(f.clone(), tx.clone(), stop.clone())
+                                                .map_err(|e| e.to_string())?
+                                        }
+                                    };
+                                    src.with_heartbeat(beat.clone())
+                                        .run()
+                                        .map_err(|e| e.to_string())
+                                },
+                            )
                         })?,
                 );
             }
@@ -129,44 +152,73 @@ pub fn run(
     });
     let mut pool = Vec::new();
     for i in 0..workers {
-        let engine = model.tract.engine()?;
-        let mut detector = Detector::new(Box::new(engine), settings.clone());
         let rx: Receiver<FolderJob> = rx.clone();
         let sink = sink.clone();
         let stop = stop.clone();
         let device = config.device.clone();
-        let info = model.info.clone();
-        let beat = heartbeats.register(format!("infer-{i}"), infer_timeout);
+        let model = model.clone();
+        let stage = format!("infer-{i}");
+        let beat = heartbeats.register(stage.clone(), infer_timeout);
         let frames = frames.clone();
         let live = live.clone();
         let metrics = metrics.clone();
-        let mut seen_generation = 0;
+        let fatal = fatal.clone();
+        let supervise = config.supervise.clone();
         pool.push(
             std::thread::Builder::new()
-                .name(format!("infer-{i}"))
-                .spawn(move || loop {
-                    beat.beat();
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(job) => {
-                            let g = live.generation.load(Ordering::SeqCst);
-                            if g != seen_generation {
-                                detector.set_settings(
-                                    live.settings
-                                        .read()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .clone(),
-                                );
-                                seen_generation = g;
+                .name(stage.clone())
+                .spawn(move || {
+                    run_restarting(
+                        &beat,
+                        &supervise,
+                        &stop,
+                        &fatal,
+                        &|| metrics.stage_restarted(&stage),
+                        || {
+                            // A restart gets a fresh engine state: whatever a
+                            // panic left half-done is dropped with the old one.
+                            let engine = model.tract.engine().map_err(|e| e.to_string())?;
+                            let settings = live
+                                .settings
+                                .read()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .clone();
+                            let mut seen_generation = live.generation.load(Ordering::SeqCst);
+                            let mut detector = Detector::new(Box::new(engine), settings);
+                            loop {
+                                beat.beat();
+                                if stop.load(Ordering::SeqCst) {
+                                    return Ok(());
+                                }
+                                match rx.recv_timeout(Duration::from_millis(200)) {
+                                    Ok(job) => {
+                                        let g = live.generation.load(Ordering::SeqCst);
+                                        if g != seen_generation {
+                                            detector.set_settings(
+                                                live.settings
+                                                    .read()
+                                                    .unwrap_or_else(|p| p.into_inner())
+                                                    .clone(),
+                                            );
+                                            seen_generation = g;
+                                        }
+                                        process(
+                                            job,
+                                            &mut detector,
+                                            &sink,
+                                            &device,
+                                            &model.info,
+                                            &stop,
+                                            &metrics,
+                                        );
+                                        frames.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Err(RecvTimeoutError::Timeout) => {}
+                                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                                }
                             }
-                            process(job, &mut detector, &sink, &device, &info, &stop, &metrics);
-                            frames.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                        },
+                    )
                 })?,
         );
     }
@@ -240,6 +292,9 @@ pub fn run(
     sink.shutdown(Duration::from_secs(5));
     if let Some(t) = telemetry {
         let _ = t.join();
+    }
+    if let Some(why) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!("{why}");
     }
     if stuck > 0 {
         anyhow::bail!(

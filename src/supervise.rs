@@ -20,6 +20,20 @@ pub struct SuperviseConfig {
     /// beat several times a second, even when idle.
     #[serde(default = "d_stall_timeout")]
     pub stall_timeout_s: u64,
+    /// A stage that fails more than this many times within
+    /// `restart_window_s` makes the process exit non-zero, for systemd.
+    #[serde(default = "d_max_restarts")]
+    pub max_restarts: u32,
+    /// The window `max_restarts` is counted over.
+    #[serde(default = "d_restart_window")]
+    pub restart_window_s: u64,
+}
+
+fn d_max_restarts() -> u32 {
+    5
+}
+fn d_restart_window() -> u64 {
+    600
 }
 
 fn d_infer_timeout() -> u64 {
@@ -34,6 +48,8 @@ impl Default for SuperviseConfig {
         SuperviseConfig {
             infer_timeout_s: d_infer_timeout(),
             stall_timeout_s: d_stall_timeout(),
+            max_restarts: d_max_restarts(),
+            restart_window_s: d_restart_window(),
         }
     }
 }
@@ -48,7 +64,136 @@ impl SuperviseConfig {
         if self.stall_timeout_s == 0 {
             out.push(("stall_timeout_s", "must be at least 1 second".into()));
         }
+        if self.restart_window_s == 0 {
+            out.push(("restart_window_s", "must be at least 1 second".into()));
+        }
         out
+    }
+}
+
+/// First delay before a failed stage is restarted.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The delay doubles up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A run this long counts as healthy: the next failure starts again at 1 s.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Restart delays for one stage: 1 s doubling to 60 s, reset after a healthy
+/// run, and a limit on restarts within a window.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    failures: std::collections::VecDeque<Instant>,
+    max_restarts: u32,
+    window: Duration,
+}
+
+impl Backoff {
+    /// Back-off under `cfg`'s limits.
+    pub fn new(cfg: &SuperviseConfig) -> Backoff {
+        Backoff {
+            next: BACKOFF_FIRST,
+            failures: Default::default(),
+            max_restarts: cfg.max_restarts,
+            window: Duration::from_secs(cfg.restart_window_s),
+        }
+    }
+
+    /// Records a failure at `now` of a run that lasted `ran_for`: the delay
+    /// before the restart, or `None` when the stage has failed more than
+    /// `max_restarts` times within the window and the process should exit.
+    pub fn failed(&mut self, now: Instant, ran_for: Duration) -> Option<Duration> {
+        if ran_for >= HEALTHY_RUN {
+            self.next = BACKOFF_FIRST;
+        }
+        self.failures.push_back(now);
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            self.failures.pop_front();
+        }
+        if self.failures.len() > self.max_restarts as usize {
+            return None;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        Some(delay)
+    }
+
+    /// Failures inside the window.
+    pub fn recent(&self) -> usize {
+        self.failures.len()
+    }
+}
+
+/// Runs `body` as the stage `beat` names, restarting it in place with
+/// back-off when it fails or panics, until it returns `Ok` (a clean stop) or
+/// `stop` is set. When the stage fails too often, the reason is stored in
+/// `fatal`, `stop` is set, and the daemon exits non-zero so systemd restarts
+/// the whole process.
+pub fn run_restarting(
+    beat: &Stage,
+    cfg: &SuperviseConfig,
+    stop: &std::sync::atomic::AtomicBool,
+    fatal: &Mutex<Option<String>>,
+    on_restart: &dyn Fn(),
+    mut body: impl FnMut() -> Result<(), String>,
+) {
+    let mut backoff = Backoff::new(cfg);
+    loop {
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut body));
+        let reason = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                format!("panicked: {text}")
+            }
+        };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let name = beat.name();
+        match backoff.failed(Instant::now(), started.elapsed()) {
+            Some(delay) => {
+                on_restart();
+                tracing::warn!(
+                    stage = name,
+                    "stage {name} failed: {reason}; restarting it in {} s ({} failure(s) in the last {} s, limit {})",
+                    delay.as_secs(),
+                    backoff.recent(),
+                    cfg.restart_window_s,
+                    cfg.max_restarts
+                );
+                // Waiting out the back-off is legitimate: keep beating.
+                let until = Instant::now() + delay;
+                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    beat.beat();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            None => {
+                let why = format!(
+                    "stage {name} failed {} times within {} s (last: {reason}); giving up so systemd restarts edgewatch",
+                    backoff.recent(),
+                    cfg.restart_window_s
+                );
+                tracing::error!(stage = name, "{why}");
+                *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                stop.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
     }
 }
 
@@ -196,6 +341,84 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_resets_after_health_and_gives_up() {
+        let cfg = SuperviseConfig {
+            max_restarts: 8,
+            restart_window_s: 3600,
+            ..SuperviseConfig::default()
+        };
+        let mut b = Backoff::new(&cfg);
+        let t0 = Instant::now();
+        let short = Duration::from_millis(10);
+        let delays: Vec<u64> = (0..8)
+            .map(|i| {
+                b.failed(t0 + Duration::from_secs(i), short)
+                    .unwrap()
+                    .as_secs()
+            })
+            .collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+        // The ninth failure within the hour is one too many.
+        assert_eq!(b.failed(t0 + Duration::from_secs(9), short), None);
+
+        let mut b = Backoff::new(&cfg);
+        b.failed(t0, short);
+        b.failed(t0 + Duration::from_secs(1), short);
+        // After a healthy run the delay starts again at 1 s.
+        let d = b.failed(t0 + Duration::from_secs(200), HEALTHY_RUN);
+        assert_eq!(d, Some(Duration::from_secs(1)));
+
+        // Failures older than the window are forgotten.
+        let narrow = SuperviseConfig {
+            max_restarts: 1,
+            restart_window_s: 10,
+            ..SuperviseConfig::default()
+        };
+        let mut b = Backoff::new(&narrow);
+        assert!(b.failed(t0, short).is_some());
+        assert!(b.failed(t0 + Duration::from_secs(30), short).is_some());
+        assert!(b.failed(t0 + Duration::from_secs(31), short).is_none());
+    }
+
+    #[test]
+    fn a_panicking_stage_is_restarted_then_given_up_on() {
+        let hb = Heartbeats::default();
+        let stage = hb.register("test-stage", Duration::from_secs(60));
+        let cfg = SuperviseConfig {
+            max_restarts: 1,
+            restart_window_s: 60,
+            ..SuperviseConfig::default()
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let fatal = Mutex::new(None);
+        let restarts = AtomicU64::new(0);
+        let runs = AtomicU64::new(0);
+        let started = Instant::now();
+        run_restarting(
+            &stage,
+            &cfg,
+            &stop,
+            &fatal,
+            &|| {
+                restarts.fetch_add(1, Ordering::SeqCst);
+            },
+            || {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("first run breaks");
+                }
+                Err("second run fails".into())
+            },
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(restarts.load(Ordering::SeqCst), 1);
+        assert!(started.elapsed() >= Duration::from_secs(1), "no back-off");
+        assert!(stop.load(Ordering::SeqCst));
+        let why = fatal.lock().unwrap().clone().unwrap();
+        assert!(why.contains("test-stage failed 2 times"), "{why}");
+        assert!(why.contains("second run fails"), "{why}");
+    }
 
     #[test]
     fn a_silent_stage_is_stalled_until_it_beats_again() {

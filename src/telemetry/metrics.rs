@@ -67,6 +67,8 @@ pub struct Metrics {
     pub resident_bytes: Gauge,
     /// Stages currently hung.
     pub stalled_stages: Gauge,
+    /// Restarts in place, by stage.
+    pub restarts: Family<StageLabel, Counter>,
 }
 
 impl Metrics {
@@ -129,6 +131,12 @@ impl Metrics {
             "stalled_stages",
             "Stages that stopped making progress",
         );
+        let restarts = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "stage_restarts",
+            "Times a failed stage was restarted in place",
+            restarts.clone(),
+        );
         registry.register(
             "model",
             "The model being run",
@@ -149,7 +157,17 @@ impl Metrics {
             mqtt_acked,
             resident_bytes,
             stalled_stages,
+            restarts,
         }
+    }
+
+    /// Records a stage restart.
+    pub fn stage_restarted(&self, stage: &str) {
+        self.restarts
+            .get_or_create(&StageLabel {
+                stage: stage.into(),
+            })
+            .inc();
     }
 
     /// Records a processed frame.
