@@ -328,20 +328,21 @@ fn process(
             // re-sends (same id), a crash before it re-processes the file.
             if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
                 // Left in .processing: the next start re-queues it.
-                tracing::error!(source = %job.meta.source, "{shown}: {e}; the file stays queued for the next start");
+                tracing::error!(source = %job.meta.source, frame_id = %job.meta.id, "{shown}: {e}; the file stays queued for the next start");
                 return;
             }
             metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
             match job.done() {
                 Ok(dest) => tracing::info!(
                     source = %msg.source,
+                    frame_id = %msg.id,
                     "{shown}: {} detection(s) in {:.0} ms -> {}",
                     msg.detections.len(),
                     result.timing.total,
                     dest.display()
                 ),
                 Err(e) => {
-                    tracing::error!(source = %msg.source, "{shown}: published, but cannot move it to done/: {e}")
+                    tracing::error!(source = %msg.source, frame_id = %msg.id, "{shown}: published, but cannot move it to done/: {e}")
                 }
             }
         }
@@ -349,12 +350,13 @@ fn process(
             metrics.frame_failed(&job.meta.source);
             let stage = e.stage();
             let reason = e.to_string();
+            let (source, frame_id) = (job.meta.source.clone(), job.meta.id.clone());
             match job.failed(stage, &reason) {
                 Ok(dest) => {
-                    tracing::warn!("{shown}: {reason} (stage {stage}) -> {}", dest.display())
+                    tracing::warn!(source = %source, frame_id = %frame_id, stage, "{shown}: {reason} (stage {stage}) -> {}", dest.display())
                 }
                 Err(io) => {
-                    tracing::error!("{shown}: {reason}; and cannot move it to failed/: {io}")
+                    tracing::error!(source = %source, frame_id = %frame_id, stage, "{shown}: {reason}; and cannot move it to failed/: {io}")
                 }
             }
         }
