@@ -97,50 +97,17 @@ pub fn run(
     let (tx, rx) = bounded::<FolderJob>(workers * 2);
     // Set by a stage that failed too often: the process exits non-zero.
     let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
-    let mut sources: Vec<JoinHandle<()>> = Vec::new();
+    let source_ctx = SourceContext {
+        tx: tx.clone(),
+        heartbeats: heartbeats.clone(),
+        metrics: metrics.clone(),
+        fatal: fatal.clone(),
+        supervise: config.supervise.clone(),
+        stall: stage_timeout,
+    };
+    let mut sources = RunningSources::default();
     for source in &config.sources {
-        match source {
-            SourceConfig::Folder(f) => {
-                let stage = format!("source:{}", f.name);
-                let beat = heartbeats.register(stage.clone(), stage_timeout);
-                let (f, tx, stop, fatal, metrics, supervise) = (
-                    f.clone(),
-                    tx.clone(),
-                    stop.clone(),
-                    fatal.clone(),
-                    metrics.clone(),
-                    config.supervise.clone(),
-                );
-                // Opened once here so a source that cannot start stops
-                // start-up with its reason; later failures are restarted.
-                let mut first = Some(FolderSource::new(f.clone(), tx.clone(), stop.clone())?);
-                sources.push(
-                    std::thread::Builder::new()
-                        .name(format!("src-{}", f.name))
-                        .spawn(move || {
-                            run_restarting(
-                                &beat,
-                                &supervise,
-                                &stop,
-                                &fatal,
-                                &|| metrics.stage_restarted(&stage),
-                                || {
-                                    let src = match first.take() {
-                                        Some(s) => s,
-                                        None => {
-                                            FolderSource::new(f.clone(), tx.clone(), stop.clone())
-                                                .map_err(|e| e.to_string())?
-                                        }
-                                    };
-                                    src.with_heartbeat(beat.clone())
-                                        .run()
-                                        .map_err(|e| e.to_string())
-                                },
-                            )
-                        })?,
-                );
-            }
-        }
+        sources.start(source, &source_ctx)?;
     }
     drop(tx);
 
@@ -257,10 +224,17 @@ pub fn run(
     let (mut window_start, mut window_frames) = (std::time::Instant::now(), 0);
     while !stop.load(Ordering::SeqCst) {
         notifier.tick(&heartbeats);
+        if fatal.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            stop.store(true, Ordering::SeqCst);
+            break;
+        }
         if reload.swap(false, Ordering::SeqCst) {
             tracing::info!("SIGHUP: re-reading {}", config_path.display());
             match Config::load(config_path, crate::config::Purpose::Run) {
-                Ok(new) => apply_reload(&config, &new, &live),
+                Ok(new) => {
+                    apply_reload(&config, &new, &live);
+                    sources.reconcile(&new.sources, &source_ctx);
+                }
                 Err(e) => tracing::error!(
                     "reload failed, keeping the running configuration: {}",
                     e.to_string().replace('\n', "; ")
@@ -279,7 +253,9 @@ pub fn run(
     // A hung stage must not hold the process past systemd's stop timeout.
     let deadline = std::time::Instant::now() + STOP_TIMEOUT;
     let mut stuck = 0;
-    for t in sources.into_iter().chain(pool) {
+    sources.stop_all();
+    drop(source_ctx);
+    for t in sources.into_handles().into_iter().chain(pool) {
         while !t.is_finished() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -304,6 +280,129 @@ pub fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What every source thread needs from the daemon.
+struct SourceContext {
+    tx: crossbeam_channel::Sender<FolderJob>,
+    heartbeats: Arc<Heartbeats>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
+    supervise: crate::supervise::SuperviseConfig,
+    stall: Duration,
+}
+
+/// One running source: its configuration, its own stop flag, its thread.
+struct RunningSource {
+    config: SourceConfig,
+    stop: Arc<AtomicBool>,
+    stage: Arc<crate::supervise::Stage>,
+    handle: JoinHandle<()>,
+}
+
+/// The sources the daemon runs; a reload adds, removes and restarts them by name.
+#[derive(Default)]
+struct RunningSources {
+    running: Vec<RunningSource>,
+}
+
+impl RunningSources {
+    fn start(&mut self, source: &SourceConfig, ctx: &SourceContext) -> anyhow::Result<()> {
+        let SourceConfig::Folder(f) = source;
+        let stage = format!("source:{}", f.name);
+        let beat = ctx.heartbeats.register(stage.clone(), ctx.stall);
+        let own_stop = Arc::new(AtomicBool::new(false));
+        // Opened here so a source that cannot start is reported at once (at
+        // start-up that stops the daemon); later failures are restarted.
+        let mut first = Some(FolderSource::new(
+            f.clone(),
+            ctx.tx.clone(),
+            own_stop.clone(),
+        )?);
+        let (f, tx, stop, fatal, metrics, supervise, thread_beat) = (
+            f.clone(),
+            ctx.tx.clone(),
+            own_stop.clone(),
+            ctx.fatal.clone(),
+            ctx.metrics.clone(),
+            ctx.supervise.clone(),
+            beat.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("src-{}", f.name))
+            .spawn(move || {
+                run_restarting(
+                    &thread_beat,
+                    &supervise,
+                    &stop,
+                    &fatal,
+                    &|| metrics.stage_restarted(&stage),
+                    || {
+                        let src = match first.take() {
+                            Some(s) => s,
+                            None => FolderSource::new(f.clone(), tx.clone(), stop.clone())
+                                .map_err(|e| e.to_string())?,
+                        };
+                        src.with_heartbeat(thread_beat.clone())
+                            .run()
+                            .map_err(|e| e.to_string())
+                    },
+                )
+            })?;
+        self.running.push(RunningSource {
+            config: source.clone(),
+            stop: own_stop,
+            stage: beat,
+            handle,
+        });
+        Ok(())
+    }
+
+    /// Stops sources that are gone or changed, starts new and changed ones.
+    fn reconcile(&mut self, wanted: &[SourceConfig], ctx: &SourceContext) {
+        let (keep, drop): (Vec<RunningSource>, Vec<RunningSource>) =
+            std::mem::take(&mut self.running)
+                .into_iter()
+                .partition(|r| wanted.contains(&r.config));
+        self.running = keep;
+        for old in drop {
+            let name = old.config.name().to_string();
+            old.stop.store(true, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+            while !old.handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ctx.heartbeats.remove(&old.stage);
+            if old.handle.is_finished() {
+                let _ = old.handle.join();
+                tracing::info!(source = %name, "reload: source {name} stopped");
+            } else {
+                tracing::error!(source = %name, "reload: source {name} did not stop (hung); left behind");
+            }
+        }
+        for source in wanted {
+            if self.running.iter().any(|r| &r.config == source) {
+                continue;
+            }
+            let name = source.name().to_string();
+            match self.start(source, ctx) {
+                Ok(()) => tracing::info!(source = %name, "reload: source {name} started"),
+                Err(e) => {
+                    tracing::error!(source = %name, "reload: source {name} cannot start: {e:#}")
+                }
+            }
+        }
+    }
+
+    fn stop_all(&self) {
+        for r in &self.running {
+            r.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn into_handles(self) -> Vec<JoinHandle<()>> {
+        self.running.into_iter().map(|r| r.handle).collect()
+    }
 }
 
 fn process(

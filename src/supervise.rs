@@ -253,6 +253,14 @@ impl Heartbeats {
         stage
     }
 
+    /// Forgets a stage that was shut down on purpose.
+    pub fn remove(&self, stage: &Arc<Stage>) {
+        self.stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| !Arc::ptr_eq(s, stage));
+    }
+
     /// Names of stalled stages with how long they have been silent.
     pub fn stalled(&self) -> Vec<(String, Duration)> {
         self.stages

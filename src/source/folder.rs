@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::frame::FrameMeta;
 
 /// `[[source]] kind = "folder"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FolderConfig {
     /// Source name (topic segment).

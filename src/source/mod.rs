@@ -11,7 +11,7 @@ use crate::config::check_topic_segment;
 use folder::FolderConfig;
 
 /// One `[[source]]` table, told apart by `kind`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// A watched folder.
