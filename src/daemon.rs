@@ -234,6 +234,16 @@ pub fn run(
                 Ok(new) => {
                     apply_reload(&config, &new, &live);
                     sources.reconcile(&new.sources, &source_ctx);
+                    if let Some(m) = &new.mqtt {
+                        match sink.reconfigure(m) {
+                            Ok(keys) if !keys.is_empty() => tracing::warn!(
+                                "reload: {} changed; restart edgewatch to apply (the outbox stays where it is)",
+                                keys.join(", ")
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::error!("reload: [mqtt] not applied: {e}"),
+                        }
+                    }
                 }
                 Err(e) => tracing::error!(
                     "reload failed, keeping the running configuration: {}",

@@ -28,7 +28,6 @@ pub fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
         ("model.family", m.0.family != m.1.family),
         ("model.backend", m.0.backend != m.1.backend),
         ("model.workers", m.0.workers != m.1.workers),
-        ("mqtt", differs(&running.mqtt, &new.mqtt)),
         ("device", running.device != new.device),
         ("supervise", differs(&running.supervise, &new.supervise)),
         ("telemetry", differs(&running.telemetry, &new.telemetry)),
@@ -54,6 +53,6 @@ pub fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
     *live.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     live.generation.fetch_add(1, Ordering::SeqCst);
     tracing::info!(
-        "configuration reloaded: decode thresholds, max_side and labels apply from the next frame; sources are reconciled now"
+        "configuration reloaded: decode thresholds, max_side and labels apply from the next frame; sources and [mqtt] are applied now"
     );
 }

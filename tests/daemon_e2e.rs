@@ -317,15 +317,24 @@ fn sighup_applies_a_threshold_change_to_the_next_frame() {
         daemon.log().iter().any(|l| l.contains("decode.threshold")),
         "names the key"
     );
-    // A broker change needs a restart, and says so.
-    std::fs::write(&cfg, original.replace(&broker.url(), "mqtt://127.0.0.1:1")).unwrap();
+    // A model change needs a restart, and says so (broker changes apply
+    // live: tests/reload_sources.rs).
+    assert!(original.contains("[model]\n"));
+    std::fs::write(
+        &cfg,
+        original.replace("[model]\n", "[model]\nworkers = 1\n"),
+    )
+    .unwrap();
     daemon.signal("HUP");
-    daemon.wait_log("restart edgewatch to apply", Duration::from_secs(10));
+    daemon.wait_log(
+        "model.workers changed; restart edgewatch to apply",
+        Duration::from_secs(10),
+    );
     drop_as("still.png");
     assert_eq!(
         found_for("still.png"),
         truth.len(),
-        "running on: old broker, default thresholds restored"
+        "running on with the same model, default thresholds restored"
     );
     daemon.signal("TERM");
     assert!(daemon.wait(Duration::from_secs(20)).success());

@@ -77,3 +77,64 @@ fn sighup_adds_and_removes_sources_live() {
     daemon.signal("TERM");
     assert!(daemon.wait(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn sighup_moves_publishing_to_a_new_broker_and_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (a, b) = (Broker::start(), Broker::start());
+    let sub_a = Subscriber::connect(a.port, "#");
+    let sub_b = Subscriber::connect(b.port, "#");
+    let cfg = root.join("edgewatch.toml");
+    let write = |url: &str, prefix: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "device = \"dev\"\n[model]\npath = {:?}\n[tiling]\nmode = \"off\"\n\
+                 [[source]]\nname = \"in\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 100\n\
+                 [mqtt]\nurl = \"{url}\"\ntopic_prefix = \"{prefix}\"\noutbox = \"outbox\"\n",
+                common::model_path().display().to_string()
+            ),
+        )
+        .unwrap()
+    };
+    write(&a.url(), "edgewatch");
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_log("edgewatch ready", Duration::from_secs(60));
+    drop_image(root, &root.join("inbox"), "one.jpg", 1);
+    sub_a.wait_until(Duration::from_secs(60), "a frame on broker a", |m| {
+        m.iter().any(|r| r.topic == "edgewatch/dev/in/detections")
+    });
+
+    write(&b.url(), "plant");
+    daemon.signal("HUP");
+    daemon.wait_log("MQTT settings reloaded", Duration::from_secs(20));
+    // The old broker is told the device went away, cleanly.
+    sub_a.wait_until(Duration::from_secs(20), "offline on broker a", |m| {
+        m.iter()
+            .any(|r| r.topic == "edgewatch/dev/status" && r.payload == b"offline")
+    });
+    sub_b.wait_until(Duration::from_secs(20), "online on broker b", |m| {
+        m.iter()
+            .any(|r| r.topic == "plant/dev/status" && r.payload == b"online")
+    });
+    drop_image(root, &root.join("inbox"), "two.jpg", 2);
+    let got = sub_b.wait_until(Duration::from_secs(60), "a frame on broker b", |m| {
+        m.iter().any(|r| r.topic == "plant/dev/in/detections")
+    });
+    let frame = got
+        .iter()
+        .find(|r| r.topic == "plant/dev/in/detections")
+        .unwrap()
+        .json();
+    assert!(frame["image"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("two.jpg"));
+    assert!(!daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("restart edgewatch to apply")));
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+}

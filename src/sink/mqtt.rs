@@ -271,7 +271,9 @@ const WINDOW: usize = 32;
 /// A running MQTT publisher fed by the durable outbox.
 pub struct MqttSink {
     outbox: Arc<Outbox>,
-    prefix: String,
+    prefix: std::sync::RwLock<String>,
+    running: std::sync::Mutex<MqttConfig>,
+    pending: Arc<std::sync::Mutex<Option<SessionSettings>>>,
     device: String,
     stats: Arc<SinkStats>,
     stopping: Arc<AtomicBool>,
@@ -287,7 +289,6 @@ impl MqttSink {
         device: &str,
         heartbeat: Option<Arc<crate::supervise::Stage>>,
     ) -> Result<MqttSink, String> {
-        let addr = cfg.broker()?;
         let (outbox, recovery) = Outbox::open(&cfg.outbox, (cfg.outbox_max_mb * 1048576.0) as u64)
             .map_err(|e| e.to_string())?;
         if recovery.pending > 0 || recovery.truncated_bytes > 0 {
@@ -305,33 +306,13 @@ impl MqttSink {
                 }
             );
         }
-        let mut opts = MqttOptions::new(device, addr.host.clone(), addr.port);
-        opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
-        opts.set_last_will(LastWill::new(
-            status_topic(&cfg.topic_prefix, device),
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
-        opts.set_max_packet_size(16 << 20, 16 << 20);
-        if addr.tls {
-            let tls = super::tls::client_config(cfg)
-                .map_err(|(key, why)| format!("mqtt.{key}: {why}"))?;
-            opts.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls),
-            ));
-        }
-        if let Some(user) = &cfg.username {
-            opts.set_credentials(user.clone(), cfg.password()?.unwrap_or_default());
-        }
         let outbox = Arc::new(outbox);
         let stats = Arc::new(SinkStats::default());
         let stopping = Arc::new(AtomicBool::new(false));
+        let pending = Arc::new(std::sync::Mutex::new(None));
         let publisher = Publisher {
-            opts,
-            qos: cfg.qos_level(),
-            url: cfg.url.clone(),
-            status: status_topic(&cfg.topic_prefix, device),
+            settings: SessionSettings::new(cfg, device)?,
+            pending: pending.clone(),
             outbox: outbox.clone(),
             stats: stats.clone(),
             stopping: stopping.clone(),
@@ -343,7 +324,9 @@ impl MqttSink {
             .map_err(|e| format!("cannot start the MQTT thread: {e}"))?;
         Ok(MqttSink {
             outbox,
-            prefix: cfg.topic_prefix.clone(),
+            prefix: std::sync::RwLock::new(cfg.topic_prefix.clone()),
+            running: std::sync::Mutex::new(cfg.clone()),
+            pending,
             device: device.to_string(),
             stats,
             stopping,
@@ -355,11 +338,52 @@ impl MqttSink {
     /// thread delivers it. While the outbox is full this waits, unless
     /// `keep_waiting` turns false.
     pub fn publish(&self, msg: &Message, keep_waiting: impl Fn() -> bool) -> Result<(), SinkError> {
-        let topic = detections_topic(&self.prefix, &self.device, &msg.source);
+        let topic = {
+            let prefix = self.prefix.read().unwrap_or_else(|p| p.into_inner());
+            detections_topic(&prefix, &self.device, &msg.source)
+        };
         self.outbox
             .append(&topic, msg.to_json().as_bytes(), keep_waiting)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Applies a changed `[mqtt]` section without a restart: the publisher
+    /// says goodbye to the broker it has and connects with the new settings;
+    /// messages not yet acknowledged are sent again from the outbox, and new
+    /// messages take the new topic prefix. Returns the keys that still need a
+    /// restart (the outbox lives as long as the process).
+    pub fn reconfigure(&self, cfg: &MqttConfig) -> Result<Vec<&'static str>, String> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut needs_restart = Vec::new();
+        if running.outbox != cfg.outbox {
+            needs_restart.push("mqtt.outbox");
+        }
+        if running.outbox_max_mb != cfg.outbox_max_mb {
+            needs_restart.push("mqtt.outbox_max_mb");
+        }
+        let session = |c: &MqttConfig| {
+            (
+                c.url.clone(),
+                c.qos,
+                c.keep_alive_s,
+                c.username.clone(),
+                c.password_file.clone(),
+                c.ca_file.clone(),
+                c.client_cert.clone(),
+                c.client_key.clone(),
+                c.topic_prefix.clone(),
+            )
+        };
+        if session(&running) != session(cfg) {
+            let settings = SessionSettings::new(cfg, &self.device)?;
+            *self.prefix.write().unwrap_or_else(|p| p.into_inner()) = cfg.topic_prefix.clone();
+            *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(settings);
+            let outbox = (running.outbox.clone(), running.outbox_max_mb);
+            *running = cfg.clone();
+            (running.outbox, running.outbox_max_mb) = outbox;
+        }
+        Ok(needs_restart)
     }
 
     /// Shared counters.
@@ -396,13 +420,50 @@ impl MqttSink {
     }
 }
 
-/// The publisher thread's state: one connection at a time, the outbox as
-/// the only record of what is undelivered.
-struct Publisher {
+/// What one connection is made with; replaced on reload.
+struct SessionSettings {
     opts: MqttOptions,
     qos: QoS,
     url: String,
     status: String,
+}
+
+impl SessionSettings {
+    fn new(cfg: &MqttConfig, device: &str) -> Result<SessionSettings, String> {
+        let addr = cfg.broker()?;
+        let mut opts = MqttOptions::new(device, addr.host.clone(), addr.port);
+        opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
+        opts.set_last_will(LastWill::new(
+            status_topic(&cfg.topic_prefix, device),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+        opts.set_max_packet_size(16 << 20, 16 << 20);
+        if addr.tls {
+            let tls = super::tls::client_config(cfg)
+                .map_err(|(key, why)| format!("mqtt.{key}: {why}"))?;
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls),
+            ));
+        }
+        if let Some(user) = &cfg.username {
+            opts.set_credentials(user.clone(), cfg.password()?.unwrap_or_default());
+        }
+        Ok(SessionSettings {
+            opts,
+            qos: cfg.qos_level(),
+            url: cfg.url.clone(),
+            status: status_topic(&cfg.topic_prefix, device),
+        })
+    }
+}
+
+/// The publisher thread's state: one connection at a time, the outbox as
+/// the only record of what is undelivered.
+struct Publisher {
+    settings: SessionSettings,
+    pending: Arc<std::sync::Mutex<Option<SessionSettings>>>,
     outbox: Arc<Outbox>,
     stats: Arc<SinkStats>,
     stopping: Arc<AtomicBool>,
@@ -414,6 +475,8 @@ enum Session {
     Lost,
     /// The daemon is stopping.
     Stopped,
+    /// New settings arrived (SIGHUP); connect again with them at once.
+    Reconfigured,
 }
 
 impl Publisher {
@@ -428,19 +491,38 @@ impl Publisher {
         }
     }
 
-    fn run(self) {
+    fn reconfigured(&self) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn run(mut self) {
         let mut backoff = Duration::from_secs(1);
         let mut reported_down = false;
         while !self.stopping() {
+            if let Some(new) = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                tracing::info!(broker = %new.url, "MQTT settings reloaded; connecting to {}", new.url);
+                self.settings = new;
+                backoff = Duration::from_secs(1);
+                reported_down = false;
+            }
             // A fresh client per connection: rumqttc's own retransmission
             // state never outlives a session, the outbox replays instead.
-            let (client, conn) = Client::new(self.opts.clone(), WINDOW * 2 + 8);
+            let (client, conn) = Client::new(self.settings.opts.clone(), WINDOW * 2 + 8);
             match self.session(&client, conn, &mut reported_down, &mut backoff) {
                 Session::Stopped => break,
+                Session::Reconfigured => self.stats.connected.store(false, Ordering::Relaxed),
                 Session::Lost => {
                     self.stats.connected.store(false, Ordering::Relaxed);
                     let until = Instant::now() + jitter(backoff);
-                    while Instant::now() < until && !self.stopping() {
+                    while Instant::now() < until && !self.stopping() && !self.reconfigured() {
                         self.beat();
                         sleep_unless(
                             &self.stopping,
@@ -494,6 +576,9 @@ impl Publisher {
                 Err(rumqttc::RecvTimeoutError::Timeout) if self.stopping() => {
                     return Session::Stopped
                 }
+                Err(rumqttc::RecvTimeoutError::Timeout) if self.reconfigured() => {
+                    return Session::Reconfigured
+                }
                 Err(rumqttc::RecvTimeoutError::Timeout) => {}
                 Err(rumqttc::RecvTimeoutError::Disconnected) => return Session::Lost,
             }
@@ -502,7 +587,7 @@ impl Publisher {
         *backoff = Duration::from_secs(1);
         self.stats.connected.store(true, Ordering::Relaxed);
         let (pending, _) = self.outbox.depth();
-        tracing::info!(broker = %self.url, "connected to MQTT broker {} ({pending} message(s) to deliver)", self.url);
+        tracing::info!(broker = %self.settings.url, "connected to MQTT broker {} ({pending} message(s) to deliver)", self.settings.url);
 
         // Each publish request produces one Outgoing::Publish event, in
         // order; that is where a packet id gets tied to an outbox key.
@@ -510,7 +595,12 @@ impl Publisher {
         let mut inflight: HashMap<u16, u64> = HashMap::new();
         let mut cursor: Option<u64> = None;
         if client
-            .try_publish(self.status.clone(), QoS::AtLeastOnce, true, "online")
+            .try_publish(
+                self.settings.status.clone(),
+                QoS::AtLeastOnce,
+                true,
+                "online",
+            )
             .is_ok()
         {
             requested.push_back(None);
@@ -520,13 +610,17 @@ impl Publisher {
             if self.stopping() {
                 return self.say_goodbye(client, &mut conn);
             }
+            if self.reconfigured() {
+                self.say_goodbye(client, &mut conn);
+                return Session::Reconfigured;
+            }
             let room = WINDOW.saturating_sub(requested.len() + inflight.len());
             if room > 0 {
                 match self.outbox.read_after(cursor, room) {
                     Ok(entries) => {
                         for e in entries {
                             if client
-                                .try_publish(e.topic, self.qos, false, e.payload)
+                                .try_publish(e.topic, self.settings.qos, false, e.payload)
                                 .is_err()
                             {
                                 break;
@@ -541,7 +635,7 @@ impl Publisher {
             match conn.recv_timeout(Duration::from_millis(50)) {
                 Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
                     if let Some(Some(key)) = requested.pop_front() {
-                        if self.qos == QoS::AtMostOnce {
+                        if self.settings.qos == QoS::AtMostOnce {
                             self.acked(key);
                         } else {
                             inflight.insert(pkid, key);
@@ -556,7 +650,7 @@ impl Publisher {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     let unacked = self.outbox.depth().0;
-                    tracing::warn!(broker = %self.url, "lost the MQTT broker {} ({e}); {unacked} message(s) kept in the outbox, reconnecting", self.url);
+                    tracing::warn!(broker = %self.settings.url, "lost the MQTT broker {} ({e}); {unacked} message(s) kept in the outbox, reconnecting", self.settings.url);
                     *reported_down = true;
                     return Session::Lost;
                 }
@@ -586,7 +680,7 @@ impl Publisher {
         if *reported_down {
             tracing::debug!("{why}");
         } else {
-            tracing::error!(broker = %self.url, "MQTT broker {}: {why}; retrying with back-off, detections wait in the outbox", self.url);
+            tracing::error!(broker = %self.settings.url, "MQTT broker {}: {why}; retrying with back-off, detections wait in the outbox", self.settings.url);
             *reported_down = true;
         }
     }
@@ -595,13 +689,18 @@ impl Publisher {
         if *reported_down {
             tracing::debug!("MQTT reconnect failed: {why}");
         } else {
-            tracing::warn!(broker = %self.url, "MQTT broker {} unreachable ({why}); retrying with back-off, detections wait in the outbox", self.url);
+            tracing::warn!(broker = %self.settings.url, "MQTT broker {} unreachable ({why}); retrying with back-off, detections wait in the outbox", self.settings.url);
             *reported_down = true;
         }
     }
 
     fn say_goodbye(&self, client: &Client, conn: &mut Connection) -> Session {
-        let _ = client.try_publish(self.status.clone(), QoS::AtLeastOnce, true, "offline");
+        let _ = client.try_publish(
+            self.settings.status.clone(),
+            QoS::AtLeastOnce,
+            true,
+            "offline",
+        );
         let _ = client.try_disconnect();
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
