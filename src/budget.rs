@@ -270,8 +270,14 @@ pub fn plan(input: &PlanInput<'_>) -> Result<MemoryPlan, PlanError> {
     } else {
         TARGET_TILED
     };
+    let headroom: u64 = fixed
+        .iter()
+        .filter(|i| i.name == "headroom")
+        .map(|i| i.bytes)
+        .sum();
+    // The budget that would hold this, headroom included.
     let need_mb = |workers: usize, pixels: u64| {
-        (fixed_total - fixed[4].bytes + workers as u64 * cost.peak(pixels)) * 100
+        (fixed_total - headroom + workers as u64 * cost.peak(pixels)) * 100
             / (100 - HEADROOM_PERCENT)
             / MIB
             + 1
@@ -376,15 +382,18 @@ fn mib(bytes: u64) -> String {
 /// which the README's throughput figures include.
 pub fn release_large_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tunables; called once at start-up.
-    unsafe {
+    {
+        // 0 keeps glibc's default: faster, but the plan no longer holds.
         let kb: i32 = std::env::var("EDGEWATCH_MMAP_THRESHOLD_KB")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(256);
         if kb > 0 {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, kb * 1024);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+            // SAFETY: mallopt only changes allocator tunables; called once at start-up.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, kb * 1024);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+            }
         }
     }
 }

@@ -80,11 +80,7 @@ fn peak_rss_stays_under_the_budget_and_does_not_creep() {
         ),
     )
     .unwrap();
-    let plan = Command::new(common::bin())
-        .args(["detect", "--print-plan", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let plan = print_plan(&cfg);
     assert!(plan.status.success());
     eprintln!("{}", String::from_utf8_lossy(&plan.stdout));
 
@@ -175,42 +171,39 @@ fn peak_rss_stays_under_the_budget_and_does_not_creep() {
     assert!(daemon.wait(Duration::from_secs(30)).success());
 }
 
+/// `edgewatch detect --print-plan` on `cfg`.
+fn print_plan(cfg: &Path) -> std::process::Output {
+    Command::new(common::bin())
+        .args(["detect", "--print-plan", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_budget_that_cannot_fit_exits_2_naming_the_knob() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("small.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "memory_budget_mb = 100\n[model]\npath = {:?}\n",
-            common::model_path().display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(common::bin())
-        .args(["detect", "--print-plan", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let write = |extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "memory_budget_mb = 100\n[model]\npath = {:?}\n{extra}",
+                common::model_path().display().to_string()
+            ),
+        )
+        .unwrap()
+    };
+    write("");
+    let out = print_plan(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("memory_budget_mb"), "{err}");
     assert!(err.contains("tiling.tile"), "{err}");
     // The same file with smaller tiles fits.
-    std::fs::write(
-        &cfg,
-        format!(
-            "memory_budget_mb = 100\n[model]\npath = {:?}\n[tiling]\ntile = 320\noverlap = 64\n",
-            common::model_path().display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(common::bin())
-        .args(["detect", "--print-plan", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    write("[tiling]\ntile = 320\noverlap = 64\n");
+    let out = print_plan(&cfg);
     assert!(
         out.status.success(),
         "{}",

@@ -176,16 +176,8 @@ impl Detector {
         let out = self.engine.run(tensor)?;
         let t2 = Instant::now();
         let (mh, mw) = db_map_shape(&out.shape, 1)?;
-        let dets = db::decode(
-            &self.settings.decode,
-            ProbMap::f32(&out.data, mw, mh),
-            frame_w,
-            frame_h,
-            &self.settings.label,
-        );
-        timing.decode += ms(t0, t1);
-        timing.infer += ms(t1, t2);
-        timing.post += ms(t2, Instant::now());
+        let dets = self.decode(ProbMap::f32(&out.data, mw, mh), frame_w, frame_h);
+        timing.add(t0, t1, t2, Instant::now());
         Ok(dets)
     }
 
@@ -233,21 +225,34 @@ impl Detector {
                         }
                     }
                 }
-                timing.decode += ms(t0, t1);
-                timing.infer += ms(t1, t2);
-                timing.post += ms(t2, Instant::now());
+                timing.add(t0, t1, t2, Instant::now());
             }
         }
         let t3 = Instant::now();
-        let dets = db::decode(
+        let dets = self.decode(ProbMap::u8(&self.stitch, sw, sh), frame_w, frame_h);
+        timing.post += ms(t3, Instant::now());
+        Ok(dets)
+    }
+
+    /// DB decode of `map` into frame pixels, with the current settings.
+    fn decode(&self, map: ProbMap<'_>, frame_w: u32, frame_h: u32) -> Vec<Detection> {
+        db::decode(
             &self.settings.decode,
-            ProbMap::u8(&self.stitch, sw, sh),
+            map,
             frame_w,
             frame_h,
             &self.settings.label,
-        );
-        timing.post += ms(t3, Instant::now());
-        Ok(dets)
+        )
+    }
+}
+
+impl Timing {
+    /// Adds one engine call: pre-processing `t0..t1`, inference `t1..t2`,
+    /// post-processing `t2..t3`.
+    fn add(&mut self, t0: Instant, t1: Instant, t2: Instant, t3: Instant) {
+        self.decode += ms(t0, t1);
+        self.infer += ms(t1, t2);
+        self.post += ms(t2, t3);
     }
 }
 
