@@ -405,12 +405,8 @@ mod tests {
 
     fn model(workers: Option<usize>) -> ModelConfig {
         ModelConfig {
-            path: PathBuf::from("m.onnx"),
-            family: Default::default(),
-            backend: Default::default(),
-            labels: vec!["text".into()],
-            max_side: 960,
             workers,
+            ..ModelConfig::new(PathBuf::from("m.onnx"))
         }
     }
 

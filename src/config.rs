@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::budget::{MemoryPlan, PlanError, PlanInput};
-use crate::decode::db::DbConfig;
+use crate::decode::DecodeConfig;
 use crate::infer::tiling::TilingConfig;
 use crate::infer::ModelConfig;
 use crate::sink::mqtt::MqttConfig;
@@ -35,7 +35,7 @@ pub struct Config {
     pub tiling: TilingConfig,
     /// Post-processing thresholds for the model family.
     #[serde(default)]
-    pub decode: DbConfig,
+    pub decode: DecodeConfig,
     /// Where frames come from (`[[source]]` tables).
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -137,11 +137,29 @@ impl Config {
     ) -> Result<Config, Vec<ConfigIssue>> {
         let mut config = parse(text)?;
         config.resolve_paths(base);
+        config.resolve_family_defaults();
         let issues = config.validate(purpose);
         if issues.is_empty() {
             Ok(config)
         } else {
             Err(issues)
+        }
+    }
+
+    /// Defaults that depend on the model family.
+    fn resolve_family_defaults(&mut self) {
+        use crate::infer::tiling::TilingMode;
+        use crate::infer::Family;
+        if self.tiling.tile == 0 {
+            self.tiling.tile = match self.model.family {
+                // The model sees each tile at its own resolution.
+                Family::Yolo => self.model.default_input().0,
+                _ => 960,
+            };
+        }
+        // A classifier labels the whole frame; tiles would each get a label.
+        if self.model.family == Family::Classify {
+            self.tiling.mode = TilingMode::Off;
         }
     }
 
@@ -152,6 +170,9 @@ impl Config {
             }
         };
         resolve(&mut self.model.path);
+        if let Some(p) = self.model.labels_file.as_mut() {
+            resolve(p);
+        }
         if let Some(m) = self.mqtt.as_mut() {
             resolve(&mut m.outbox);
             for p in [
@@ -356,7 +377,8 @@ mod tests {
         assert_eq!(c.memory_budget_mb, 256);
         assert_eq!(c.model.path, dir.path().join("m.onnx"));
         assert_eq!(c.model.max_side, 960);
-        assert_eq!(c.model.labels, vec!["text".to_string()]);
+        assert!(c.model.labels.is_empty());
+        assert_eq!(c.tiling.tile, 960);
         assert!((c.decode.threshold - 0.3).abs() < 1e-6);
         assert!((c.decode.box_threshold - 0.5).abs() < 1e-6);
         assert!((c.decode.unclip_ratio - 1.6).abs() < 1e-6);

@@ -21,18 +21,53 @@ use crate::source::folder::{FolderJob, FolderSource};
 use crate::source::SourceConfig;
 use crate::supervise::{run_restarting, Heartbeats, Notifier};
 
+/// A configuration that only the loaded model could show to be wrong (labels
+/// or class names that do not fit it): exits 2 like any config error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigRejected(pub String);
+
 /// How long stopping waits for stages before giving up on a hung one.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Detector settings derived from the configuration and its memory plan.
-pub fn detector_settings(config: &Config, plan: &MemoryPlan) -> DetectorSettings {
-    DetectorSettings {
+/// Detector settings derived from the configuration, its memory plan and the
+/// loaded model. Labels from the config are re-resolved, so a reload can
+/// rename classes; their count must still match the model.
+pub fn detector_settings(
+    config: &Config,
+    max_pixels: u64,
+    model: &LoadedModel,
+) -> Result<DetectorSettings, String> {
+    let labels = match crate::decode::labels::resolve(
+        &config.model.labels,
+        config.model.labels_file.as_deref(),
+        None,
+    )? {
+        Some((labels, _)) => labels,
+        None => model.labels.clone(),
+    };
+    if labels.len() != model.labels.len() {
+        return Err(format!(
+            "model.labels: {} labels given, the model has {} classes",
+            labels.len(),
+            model.labels.len()
+        ));
+    }
+    let allowed = crate::decode::labels::allowed(&config.decode.classes, &labels)
+        .map_err(|e| format!("decode.classes: {e}"))?;
+    Ok(DetectorSettings {
         max_side: config.model.max_side,
         decode: config.decode.clone(),
-        label: config.model.labels[0].clone(),
-        max_pixels: plan.max_pixels,
+        head: model.head,
+        labels,
+        allowed,
+        score_threshold: config.decode.score_threshold_for(config.model.family),
+        input: model.input,
+        crop: config.model.crop,
+        normalisation: config.model.normalisation(),
+        max_pixels,
         tiling: config.tiling.clone(),
-    }
+    })
 }
 
 /// Plans memory, makes big buffers go back to the system when freed, loads
@@ -60,6 +95,14 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
         [1, 3, h as usize, w as usize]
     };
     let model = LoadedModel::load(&config.model, warm)?;
+    tracing::info!(
+        "model {}: {} classes, labels from {}, input {}x{}",
+        model.info.name,
+        model.labels.len(),
+        model.label_origin,
+        model.input.0,
+        model.input.1
+    );
     Ok((model, plan))
 }
 
@@ -111,11 +154,13 @@ pub fn run(
     }
     drop(tx);
 
-    let settings = detector_settings(&config, &plan);
+    let settings = detector_settings(&config, plan.max_pixels, &model)
+        .map_err(|e| anyhow::Error::new(ConfigRejected(e)))?;
     let live = Arc::new(LiveSettings {
         generation: std::sync::atomic::AtomicU64::new(0),
         settings: std::sync::RwLock::new(settings.clone()),
         plan: plan.clone(),
+        model: model.clone(),
     });
     let mut pool = Vec::new();
     for i in 0..workers {

@@ -106,8 +106,25 @@ fn run(path: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// A model that does not fit its configured family, or labels that do not
+/// fit the model, are configuration errors (2); anything else is 1.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let config_error = e.chain().any(|c| {
+        c.is::<daemon::ConfigRejected>()
+            || matches!(
+                c.downcast_ref::<edgewatch::infer::InferError>(),
+                Some(edgewatch::infer::InferError::Layout { .. })
+            )
+    });
+    if config_error {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -133,11 +150,17 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("edgewatch: {e:#}");
-            return ExitCode::FAILURE;
+            return exit_code(&e);
         }
     };
     let workers = plan.workers;
-    let settings = daemon::detector_settings(&config, &plan);
+    let settings = match daemon::detector_settings(&config, plan.max_pixels, &model) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edgewatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let next = AtomicUsize::new(0);
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<String, String>)>();
     let workers = workers.min(images.len()).max(1);
@@ -231,6 +254,36 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
             if let Ok(plan) = c.memory_plan() {
                 println!("{plan}");
             }
+            // Loading the model shows what only the file can: a layout that
+            // does not fit the family, labels that do not fit the classes.
+            let (model, plan) = match daemon::load_model(&c) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("edgewatch: {e:#}");
+                    return exit_code(&e);
+                }
+            };
+            if let Err(e) = daemon::detector_settings(&c, plan.max_pixels, &model) {
+                eprintln!("edgewatch: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            println!(
+                "model: {:?}, {} class(es) ({}), labels from {}, input {}",
+                model.head,
+                model.labels.len(),
+                model
+                    .labels
+                    .iter()
+                    .take(5)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                model.label_origin,
+                match model.head {
+                    edgewatch::infer::model::Head::Db => "dynamic".to_string(),
+                    _ => format!("{}x{}", model.input.0, model.input.1),
+                }
+            );
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -6,6 +6,7 @@ use crate::budget::MemoryPlan;
 use crate::config::Config;
 use crate::daemon::detector_settings;
 use crate::infer::detector::DetectorSettings;
+use crate::infer::model::LoadedModel;
 
 /// Detector settings that workers pick up before their next frame.
 pub struct LiveSettings {
@@ -15,6 +16,8 @@ pub struct LiveSettings {
     pub settings: std::sync::RwLock<DetectorSettings>,
     /// The memory plan the process started with; a reload never outgrows it.
     pub plan: MemoryPlan,
+    /// The model the process runs (labels must keep fitting it).
+    pub model: LoadedModel,
 }
 
 /// Applies a re-read configuration: what workers can take without a new
@@ -48,7 +51,13 @@ pub fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
             needs_restart.join(", ")
         );
     }
-    let mut settings = detector_settings(new, &live.plan);
+    let mut settings = match detector_settings(new, live.plan.max_pixels, &live.model) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("reload rejected, running as before: {e}");
+            return;
+        }
+    };
     settings.tiling = running.tiling.clone();
     *live.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     live.generation.fetch_add(1, Ordering::SeqCst);

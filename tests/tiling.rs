@@ -4,34 +4,22 @@
 mod common;
 
 use common::textimg::{draw_text, font, iou, recall, render, TextBox};
-use edgewatch::decode::db::DbConfig;
-use edgewatch::infer::detector::{Detector, DetectorSettings};
+use edgewatch::config::{Config, Purpose};
+use edgewatch::daemon::detector_settings;
+use edgewatch::infer::detector::Detector;
 use edgewatch::infer::model::LoadedModel;
 use edgewatch::infer::tiling::{TilePlan, TilingConfig, TilingMode};
-use edgewatch::infer::ModelConfig;
 
 fn detector(tiling: TilingConfig) -> Detector {
-    let cfg = ModelConfig {
-        path: common::model_path(),
-        family: Default::default(),
-        backend: Default::default(),
-        labels: vec!["text".into()],
-        max_side: 960,
-        workers: Some(1),
-    };
-    let t = tiling.tile as usize;
-    let model = LoadedModel::load(&cfg, [1, 3, t, t]).expect("load the model");
+    let toml = format!("[model]\npath = {:?}\nworkers = 1\n", common::model_path());
+    let mut config = Config::from_toml(&toml, std::path::Path::new("."), Purpose::Detect)
+        .expect("a valid config");
+    config.tiling = tiling;
+    let t = config.tiling.tile as usize;
+    let model = LoadedModel::load(&config.model, [1, 3, t, t]).expect("load the model");
     let engine = model.tract.engine().unwrap();
-    Detector::new(
-        Box::new(engine),
-        DetectorSettings {
-            max_side: 960,
-            decode: DbConfig::default(),
-            label: "text".into(),
-            max_pixels: 40_000_000,
-            tiling,
-        },
-    )
+    let settings = detector_settings(&config, 40_000_000, &model).expect("settings");
+    Detector::new(Box::new(engine), settings)
 }
 
 fn boxes(det: &mut Detector, img: &image::RgbImage) -> Vec<[f32; 4]> {

@@ -6,97 +6,8 @@
 use geo::{Coord, MinimumRotatedRect, MultiPoint, Point};
 use image::GrayImage;
 use imageproc::contours::{find_contours, BorderType};
-use serde::Deserialize;
 
-use super::Detection;
-
-/// `[decode]` section for DB models.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DbConfig {
-    /// Probability above which a pixel is text.
-    #[serde(default = "d_threshold")]
-    pub threshold: f32,
-    /// Mean probability a box needs to be kept.
-    #[serde(default = "d_box_threshold")]
-    pub box_threshold: f32,
-    /// How far boxes are grown: distance = area × ratio / perimeter.
-    #[serde(default = "d_unclip")]
-    pub unclip_ratio: f32,
-    /// At most this many regions are examined per map.
-    #[serde(default = "d_max_candidates")]
-    pub max_candidates: usize,
-    /// Dilate the binary map by 2×2 before finding regions (joins broken strokes).
-    #[serde(default = "d_dilation")]
-    pub use_dilation: bool,
-}
-
-fn d_threshold() -> f32 {
-    0.3
-}
-fn d_box_threshold() -> f32 {
-    0.5
-}
-fn d_unclip() -> f32 {
-    1.6
-}
-fn d_max_candidates() -> usize {
-    1000
-}
-fn d_dilation() -> bool {
-    true
-}
-
-impl Default for DbConfig {
-    fn default() -> Self {
-        DbConfig {
-            threshold: d_threshold(),
-            box_threshold: d_box_threshold(),
-            unclip_ratio: d_unclip(),
-            max_candidates: d_max_candidates(),
-            use_dilation: d_dilation(),
-        }
-    }
-}
-
-impl DbConfig {
-    /// Problems as (key within `[decode]`, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        let unit = |v: f32| v > 0.0 && v < 1.0;
-        if !unit(self.threshold) {
-            out.push((
-                "threshold",
-                format!(
-                    "{} is not between 0 and 1 (exclusive); RapidOCR uses 0.3",
-                    self.threshold
-                ),
-            ));
-        }
-        if !unit(self.box_threshold) {
-            out.push((
-                "box_threshold",
-                format!(
-                    "{} is not between 0 and 1 (exclusive); RapidOCR uses 0.5",
-                    self.box_threshold
-                ),
-            ));
-        }
-        if !(self.unclip_ratio > 0.0 && self.unclip_ratio <= 10.0) {
-            out.push((
-                "unclip_ratio",
-                format!("{} is not in (0, 10]; RapidOCR uses 1.6", self.unclip_ratio),
-            ));
-        }
-        if self.max_candidates == 0 {
-            out.push((
-                "max_candidates",
-                "must be at least 1; RapidOCR uses 1000".into(),
-            ));
-        }
-        out
-    }
-}
+use super::{DecodeConfig, Detection};
 
 /// Boxes whose short side is under this many map pixels are noise.
 const MIN_SIZE: f64 = 3.0;
@@ -208,7 +119,7 @@ fn binarise(map: &ProbMap<'_>, threshold: f32, dilate: bool) -> GrayImage {
 
 /// Decodes `map` into text detections in a `dest_w`×`dest_h` frame.
 pub fn decode(
-    cfg: &DbConfig,
+    cfg: &DecodeConfig,
     map: ProbMap<'_>,
     dest_w: u32,
     dest_h: u32,
@@ -416,7 +327,7 @@ mod tests {
 
     fn run(data: &[f32], w: usize, h: usize, dest: (u32, u32)) -> Vec<Detection> {
         decode(
-            &DbConfig::default(),
+            &DecodeConfig::default(),
             ProbMap::f32(data, w, h),
             dest.0,
             dest.1,
@@ -533,9 +444,9 @@ mod tests {
             .collect();
         let m = map_with(210, 30, &rects);
         assert_eq!(run(&m, 210, 30, (210, 30)).len(), 10);
-        let cfg = DbConfig {
+        let cfg = DecodeConfig {
             max_candidates: 4,
-            ..DbConfig::default()
+            ..DecodeConfig::default()
         };
         let dets = decode(&cfg, ProbMap::f32(&m, 210, 30), 210, 30, "text");
         assert_eq!(dets.len(), 4);
@@ -568,7 +479,7 @@ mod tests {
             ],
         );
         let q: Vec<u8> = m.iter().map(|v| (v * 255.0).round() as u8).collect();
-        let cfg = DbConfig::default();
+        let cfg = DecodeConfig::default();
         let a = decode(&cfg, ProbMap::f32(&m, 300, 120), 600, 240, "text");
         let b = decode(&cfg, ProbMap::u8(&q, 300, 120), 600, 240, "text");
         assert_eq!(a.len(), 2);
@@ -581,12 +492,16 @@ mod tests {
 
     #[test]
     fn validate_names_bad_keys() {
-        let cfg = DbConfig {
+        let cfg = DecodeConfig {
             threshold: 0.0,
             box_threshold: 1.2,
             unclip_ratio: -1.0,
             max_candidates: 0,
-            use_dilation: true,
+            score_threshold: Some(1.5),
+            iou_threshold: 0.0,
+            max_detections: 0,
+            top_k: 0,
+            ..DecodeConfig::default()
         };
         let keys: Vec<_> = cfg.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(
@@ -595,9 +510,13 @@ mod tests {
                 "threshold",
                 "box_threshold",
                 "unclip_ratio",
-                "max_candidates"
+                "max_candidates",
+                "score_threshold",
+                "iou_threshold",
+                "max_detections",
+                "top_k"
             ]
         );
-        assert!(DbConfig::default().validate().is_empty());
+        assert!(DecodeConfig::default().validate().is_empty());
     }
 }

@@ -182,4 +182,52 @@ mod tests {
         assert_eq!(out[0].bbox, [58.0, 9.0, 140.0, 31.0]);
         assert_eq!(out[0].score, 0.9);
     }
+
+    #[test]
+    fn an_object_cut_into_four_by_a_tile_corner_is_one_box() {
+        // The object [80, 80, 140, 140] is cut at x = 100 and y = 110: each of
+        // four tiles sees a part; the whole-frame pass sees all of it.
+        let parts = vec![
+            det(2, 0.6, [80.0, 80.0, 100.0, 110.0]),
+            det(2, 0.5, [100.0, 80.0, 140.0, 110.0]),
+            det(2, 0.55, [80.0, 110.0, 100.0, 140.0]),
+            det(2, 0.7, [100.0, 110.0, 140.0, 140.0]),
+            // Another class in the same place stays its own object.
+            det(1, 0.4, [90.0, 90.0, 130.0, 130.0]),
+        ];
+        let mut with_whole = parts.clone();
+        with_whole.push(det(2, 0.9, [81.0, 79.0, 139.0, 141.0]));
+        let out = merge(with_whole, &MergeConfig::default());
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].bbox, [80.0, 79.0, 140.0, 141.0]);
+        assert_eq!(out[1].class_id, 1);
+        // Without the whole-frame pass the quarters only touch each other;
+        // NMM with IoS still cannot join parts that do not overlap, which is
+        // why tiles overlap: every object small enough lies whole in one.
+        let out = merge(parts, &MergeConfig::default());
+        assert_eq!(out.iter().filter(|d| d.class_id == 2).count(), 4);
+    }
+
+    #[test]
+    fn overlapping_tiles_reporting_the_same_object_keep_one() {
+        // Seen whole by two (or four) overlapping tiles: identical boxes up to
+        // rounding; NMS and NMM both keep one, NMM's the union.
+        let seen = vec![
+            det(0, 0.9, [400.0, 304.0, 464.0, 368.0]),
+            det(0, 0.88, [400.5, 304.0, 464.0, 368.5]),
+            det(0, 0.91, [399.5, 303.5, 464.0, 368.0]),
+            det(0, 0.9, [400.0, 304.0, 464.5, 368.0]),
+        ];
+        for strategy in [MergeStrategy::Nms, MergeStrategy::Nmm] {
+            let out = merge(
+                seen.clone(),
+                &MergeConfig {
+                    strategy,
+                    ..MergeConfig::default()
+                },
+            );
+            assert_eq!(out.len(), 1, "{strategy:?}");
+            assert_eq!(out[0].score, 0.91);
+        }
+    }
 }

@@ -1,7 +1,13 @@
 //! Decoders turn raw model outputs into detections in frame pixels.
 
+pub mod classify;
+mod config;
 pub mod db;
+pub mod labels;
 pub mod merge;
+pub mod yolo;
+
+pub use config::DecodeConfig;
 
 use serde::Serialize;
 

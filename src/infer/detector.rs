@@ -1,16 +1,21 @@
-//! Runs one frame: decode → (tiles or whole frame) → engine → stitch → DB
-//! decode, timing each stage.
+//! Runs one frame: decode → (tiles or whole frame) → engine → the family's
+//! decoder (DB text with stitched tile maps, YOLO boxes merged across tiles,
+//! classifier top-k), timing each stage.
 
 use std::path::Path;
 use std::time::Instant;
 
 use image::RgbImage;
 
+use super::model::Head;
+use super::placement::{Placement, LETTERBOX_FILL};
 use super::preprocess::{decode_file, whole_frame_size, DecodeError, Decoded, Preprocessor};
 use super::tiling::{TilePlan, TilingConfig};
 use super::{Engine, InferError};
-use crate::decode::db::{self, DbConfig, ProbMap};
+use crate::decode::db::{self, ProbMap};
 use crate::decode::merge::{merge, MergeConfig, MergeStrategy};
+use crate::decode::yolo::YoloHead;
+use crate::decode::DecodeConfig;
 use crate::decode::Detection;
 
 /// Milliseconds spent in each stage of one frame.
@@ -69,10 +74,22 @@ impl FrameError {
 pub struct DetectorSettings {
     /// Longest side fed to the model in whole-frame mode.
     pub max_side: u32,
-    /// DB thresholds.
-    pub decode: DbConfig,
-    /// Label for class 0.
-    pub label: String,
+    /// Post-processing thresholds.
+    pub decode: DecodeConfig,
+    /// How the model's output is read.
+    pub head: Head,
+    /// Labels by class id.
+    pub labels: Vec<String>,
+    /// `allowed[c]`: class `c` is reported (`[decode] classes`).
+    pub allowed: Vec<bool>,
+    /// Scores at or below this are dropped (YOLO, classify).
+    pub score_threshold: f32,
+    /// Model input `(width, height)` for YOLO and classify.
+    pub input: (u32, u32),
+    /// Classify: centre-crop share of the short side.
+    pub crop: f32,
+    /// `(mean, std, bgr)` input normalisation.
+    pub normalisation: ([f32; 3], [f32; 3], bool),
     /// Largest frame decoded at full size (see `budget.rs`).
     pub max_pixels: u64,
     /// How frames are cut into tiles.
@@ -91,9 +108,10 @@ pub struct Detector {
 impl Detector {
     /// A detector over `engine`.
     pub fn new(engine: Box<dyn Engine>, settings: DetectorSettings) -> Detector {
+        let (mean, std, bgr) = settings.normalisation;
         Detector {
             engine,
-            pre: Preprocessor::new(),
+            pre: Preprocessor::with_normalisation(mean, std, bgr),
             settings,
             stitch: Vec::new(),
         }
@@ -101,6 +119,10 @@ impl Detector {
 
     /// Replaces thresholds and sizes without touching the engine.
     pub fn set_settings(&mut self, settings: DetectorSettings) {
+        if settings.normalisation != self.settings.normalisation {
+            let (mean, std, bgr) = settings.normalisation;
+            self.pre = Preprocessor::with_normalisation(mean, std, bgr);
+        }
         self.settings = settings;
     }
 
@@ -135,10 +157,118 @@ impl Detector {
             ..Timing::default()
         };
         let (frame_w, frame_h) = (decoded.frame_w, decoded.frame_h);
-        let mut detections = if self.settings.tiling.enabled() {
-            let mut dets = self.tiled(&decoded.image, frame_w, frame_h, &mut timing)?;
+        let mut detections = match self.settings.head {
+            Head::Db => self.text(&decoded, &mut timing)?,
+            Head::Yolo(head) => self.boxes(head, &decoded, &mut timing)?,
+            Head::Classify(head) => {
+                let t0 = Instant::now();
+                let (w, h) = self.settings.input;
+                let img = &decoded.image;
+                let place =
+                    Placement::center_crop(img.width(), img.height(), w, h, self.settings.crop);
+                let tensor = self.pre.place_to_tensor(img, &place, 0);
+                let t1 = Instant::now();
+                let out = self.engine.run(tensor)?;
+                let t2 = Instant::now();
+                let s = &self.settings;
+                let dets = head
+                    .decode(
+                        &out.data,
+                        s.decode.top_k,
+                        s.score_threshold,
+                        &s.labels,
+                        &s.allowed,
+                        (frame_w, frame_h),
+                    )
+                    .map_err(FrameError::Output)?;
+                timing.add(t0, t1, t2, Instant::now());
+                dets
+            }
+        };
+        detections.shrink_to_fit();
+        timing.total = ms(start, Instant::now());
+        Ok(FrameResult {
+            width: frame_w,
+            height: frame_h,
+            detections,
+            timing,
+        })
+    }
+
+    /// Boxes: each tile (and the whole frame, when asked or when not tiling)
+    /// letterboxed into the model, decoded, and merged across passes.
+    fn boxes(
+        &mut self,
+        head: YoloHead,
+        decoded: &Decoded,
+        timing: &mut Timing,
+    ) -> Result<Vec<Detection>, FrameError> {
+        let img = &decoded.image;
+        let tiling = &self.settings.tiling;
+        let mut regions: Vec<[f64; 4]> = Vec::new();
+        if tiling.enabled() {
+            let plan = TilePlan::new(img.width(), img.height(), tiling);
+            regions.extend((0..plan.tiles.len()).map(|i| plan.source_rect(i).0));
+        }
+        if !tiling.enabled() || tiling.full_frame {
+            regions.push([0.0, 0.0, img.width() as f64, img.height() as f64]);
+        }
+        let (w, h) = self.settings.input;
+        let mut dets = Vec::new();
+        for src in &regions {
+            let t0 = Instant::now();
+            let place = Placement::letterbox(*src, w, h);
+            let tensor = self.pre.place_to_tensor(img, &place, LETTERBOX_FILL);
+            let t1 = Instant::now();
+            let out = self.engine.run(tensor)?;
+            let t2 = Instant::now();
+            let s = &self.settings;
+            let found = head
+                .decode(
+                    &out.data,
+                    &s.decode,
+                    s.score_threshold,
+                    &s.labels,
+                    &s.allowed,
+                    &place,
+                )
+                .map_err(FrameError::Output)?;
+            dets.extend(found);
+            timing.add(t0, t1, t2, Instant::now());
+        }
+        let t3 = Instant::now();
+        if regions.len() > 1 {
+            dets = merge(dets, &self.settings.tiling.merge_config());
+            dets.truncate(self.settings.decode.max_detections);
+        }
+        // Frames decoded scaled down (huge JPEGs) report boxes in frame pixels.
+        let fx = decoded.frame_w as f32 / img.width() as f32;
+        let fy = decoded.frame_h as f32 / img.height() as f32;
+        if (fx, fy) != (1.0, 1.0) {
+            for d in &mut dets {
+                d.bbox = [
+                    d.bbox[0] * fx,
+                    d.bbox[1] * fy,
+                    d.bbox[2] * fx,
+                    d.bbox[3] * fy,
+                ];
+            }
+        }
+        timing.post += ms(t3, Instant::now());
+        Ok(dets)
+    }
+
+    /// Text: tiles stitched into one map, or the whole frame, DB-decoded.
+    fn text(
+        &mut self,
+        decoded: &Decoded,
+        timing: &mut Timing,
+    ) -> Result<Vec<Detection>, FrameError> {
+        let (frame_w, frame_h) = (decoded.frame_w, decoded.frame_h);
+        let dets = if self.settings.tiling.enabled() {
+            let mut dets = self.tiled(&decoded.image, frame_w, frame_h, timing)?;
             if self.settings.tiling.full_frame {
-                dets.extend(self.whole_frame(&decoded.image, frame_w, frame_h, &mut timing)?);
+                dets.extend(self.whole_frame(&decoded.image, frame_w, frame_h, timing)?);
                 // Text the whole-frame pass also found keeps the better quad.
                 let cfg = MergeConfig {
                     strategy: MergeStrategy::Nms,
@@ -149,16 +279,9 @@ impl Detector {
             }
             dets
         } else {
-            self.whole_frame(&decoded.image, frame_w, frame_h, &mut timing)?
+            self.whole_frame(&decoded.image, frame_w, frame_h, timing)?
         };
-        detections.shrink_to_fit();
-        timing.total = ms(start, Instant::now());
-        Ok(FrameResult {
-            width: frame_w,
-            height: frame_h,
-            detections,
-            timing,
-        })
+        Ok(dets)
     }
 
     /// The whole frame shrunk to `max_side`, one engine run.
@@ -241,7 +364,7 @@ impl Detector {
             map,
             frame_w,
             frame_h,
-            &self.settings.label,
+            &self.settings.labels[0],
         )
     }
 }

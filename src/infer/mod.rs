@@ -3,6 +3,7 @@
 
 pub mod detector;
 pub mod model;
+pub mod placement;
 pub mod preprocess;
 pub mod tiling;
 pub mod tract;
@@ -18,10 +19,32 @@ pub enum Family {
     /// DBNet text detection (PP-OCR det): a probability map in, text quads out.
     #[default]
     Db,
-    /// YOLO object detection (not in this version).
+    /// YOLO object detection: YOLOv5 (`1×N×(5+C)`) or YOLOv8/v11 (`1×(4+C)×N`)
+    /// outputs, letterboxed input.
     Yolo,
-    /// Image classification (not in this version).
+    /// Image classification: logits or probabilities, top-k labels.
     Classify,
+}
+
+impl Family {
+    /// Name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Db => "db",
+            Family::Yolo => "yolo",
+            Family::Classify => "classify",
+        }
+    }
+}
+
+/// `input = { width = 640, height = 640 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSize {
+    /// Model input width.
+    pub width: u32,
+    /// Model input height.
+    pub height: u32,
 }
 
 /// Which engine runs the model.
@@ -57,9 +80,30 @@ pub struct ModelConfig {
     /// Backend.
     #[serde(default)]
     pub backend: Backend,
-    /// Class labels, by class id.
-    #[serde(default = "default_labels")]
+    /// Class labels, by class id. When empty: `labels_file`, then the ONNX
+    /// metadata `names`, then `text` (DB) or `class0…` (others).
+    #[serde(default)]
     pub labels: Vec<String>,
+    /// A file with one label per line (e.g. `coco.names`).
+    #[serde(default)]
+    pub labels_file: Option<PathBuf>,
+    /// Input size for YOLO and classifier models whose ONNX input is dynamic
+    /// (a fixed ONNX input is used as it is). Default 640×640 (YOLO), 224×224
+    /// (classify).
+    #[serde(default)]
+    pub input: Option<InputSize>,
+    /// Per-channel mean, RGB, in 0..1 units: input = (v/255 - mean) / std.
+    /// Default: 0.5 (DB), 0 (YOLO), ImageNet's (classify).
+    #[serde(default)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation, RGB, in 0..1 units.
+    /// Default: 0.5 (DB), 1 (YOLO), ImageNet's (classify).
+    #[serde(default)]
+    pub std: Option<[f32; 3]>,
+    /// Classify: the centre crop's share of the resized frame's short side
+    /// (0.875: resize to 256, crop 224, as torchvision's ImageNet models).
+    #[serde(default = "default_crop")]
+    pub crop: f32,
     /// Whole-frame mode: the longest side fed to the model (multiple of 32).
     #[serde(default = "default_max_side")]
     pub max_side: u32,
@@ -70,8 +114,8 @@ pub struct ModelConfig {
     pub workers: Option<usize>,
 }
 
-fn default_labels() -> Vec<String> {
-    vec!["text".to_string()]
+fn default_crop() -> f32 {
+    0.875
 }
 
 fn default_max_side() -> u32 {
@@ -93,12 +137,36 @@ impl ModelConfig {
                 ),
             )),
         }
-        if self.family != Family::Db {
+        if let Some(file) = &self.labels_file {
+            if self.labels.is_empty() && !file.is_file() {
+                out.push((
+                    "labels_file",
+                    format!(
+                        "{} is not a readable file; give one label per line, or list them in labels = [...]",
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(InputSize { width, height }) = self.input {
+            if !(8..=8192).contains(&width) || !(8..=8192).contains(&height) {
+                out.push((
+                    "input",
+                    format!("{width}x{height} is not between 8 and 8192 on each side; try {{ width = 640, height = 640 }}"),
+                ));
+            }
+        }
+        if let Some(std) = self.std {
+            if std.iter().any(|v| v.is_nan() || *v <= 0.0) {
+                out.push(("std", format!("{std:?} must be positive in every channel")));
+            }
+        }
+        if !(self.crop > 0.0 && self.crop <= 1.0) {
             out.push((
-                "family",
+                "crop",
                 format!(
-                    "family {:?} is not supported by this version yet; use family = \"db\"",
-                    format!("{:?}", self.family).to_lowercase()
+                    "{} is not in (0, 1]; 0.875 is ImageNet's 224-of-256",
+                    self.crop
                 ),
             ));
         }
@@ -108,11 +176,8 @@ impl ModelConfig {
                 "backend \"tensorrt\" is not available in this build (CPU only); use backend = \"cpu\"".into(),
             ));
         }
-        if self.labels.is_empty() {
-            out.push((
-                "labels",
-                "must name at least one label, e.g. [\"text\"]".into(),
-            ));
+        if self.labels.iter().any(|l| l.trim().is_empty()) {
+            out.push(("labels", "labels must not be empty strings".into()));
         }
         if self.max_side < 32 || self.max_side % 32 != 0 || self.max_side > 8192 {
             out.push((
@@ -139,6 +204,45 @@ impl ModelConfig {
                 .map(|n| n.get())
                 .unwrap_or(1)
         })
+    }
+}
+
+impl ModelConfig {
+    /// `path` with every other key at its default.
+    pub fn new(path: PathBuf) -> ModelConfig {
+        ModelConfig {
+            path,
+            family: Family::default(),
+            backend: Backend::default(),
+            labels: Vec::new(),
+            labels_file: None,
+            input: None,
+            mean: None,
+            std: None,
+            crop: default_crop(),
+            max_side: default_max_side(),
+            workers: None,
+        }
+    }
+
+    /// `(mean, std, bgr)` for this family, with the config's overrides.
+    pub fn normalisation(&self) -> ([f32; 3], [f32; 3], bool) {
+        let (mean, std, bgr) = match self.family {
+            // PP-OCR was trained on OpenCV's BGR frames.
+            Family::Db => ([0.5; 3], [0.5; 3], true),
+            Family::Yolo => ([0.0; 3], [1.0; 3], false),
+            Family::Classify => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], false),
+        };
+        (self.mean.unwrap_or(mean), self.std.unwrap_or(std), bgr)
+    }
+
+    /// Input `(width, height)` when none is fixed by the ONNX file.
+    pub fn default_input(&self) -> (u32, u32) {
+        match (self.input, self.family) {
+            (Some(i), _) => (i.width, i.height),
+            (None, Family::Classify) => (224, 224),
+            (None, _) => (640, 640),
+        }
     }
 }
 
@@ -180,6 +284,14 @@ pub enum InferError {
         /// Model path.
         path: PathBuf,
         /// Underlying error.
+        reason: String,
+    },
+    /// The model's input or output does not fit the configured family.
+    #[error("model {path}: {reason}")]
+    Layout {
+        /// Model path.
+        path: PathBuf,
+        /// What was found and what is supported.
         reason: String,
     },
     /// A run failed.

@@ -6,7 +6,21 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::tract::TractModel;
-use super::{InferError, ModelConfig};
+use super::{Family, InferError, ModelConfig};
+use crate::decode::classify::ClassifyHead;
+use crate::decode::labels::{self, LabelOrigin};
+use crate::decode::yolo::YoloHead;
+
+/// How the model's output is read, found from its shape at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// A DB probability map.
+    Db,
+    /// YOLO boxes.
+    Yolo(YoloHead),
+    /// Class scores.
+    Classify(ClassifyHead),
+}
 
 /// What messages say about the model.
 #[derive(Debug, Clone)]
@@ -26,6 +40,15 @@ pub struct LoadedModel {
     pub tract: TractModel,
     /// Identity.
     pub info: ModelInfo,
+    /// How outputs are read.
+    pub head: Head,
+    /// Labels by class id.
+    pub labels: Vec<String>,
+    /// Where the labels came from.
+    pub label_origin: LabelOrigin,
+    /// Input `(width, height)` for letterboxed and cropped families (YOLO,
+    /// classify): the ONNX file's fixed size, or `model.input`.
+    pub input: (u32, u32),
 }
 
 impl LoadedModel {
@@ -37,7 +60,63 @@ impl LoadedModel {
             reason: e.to_string(),
         })?;
         let tract = TractModel::load(&cfg.path)?;
-        tract.plan(warm)?;
+        let layout = |reason: String| InferError::Layout {
+            path: cfg.path.clone(),
+            reason,
+        };
+        let names = tract.metadata("names");
+        let resolved = labels::resolve(&cfg.labels, cfg.labels_file.as_deref(), names.as_deref())
+            .map_err(layout)?;
+        let count = resolved.as_ref().map(|(l, _)| l.len());
+        let input = match (tract.input_spec().fixed_hw, cfg.family) {
+            (_, Family::Db) => (warm[3] as u32, warm[2] as u32),
+            (Some((h, w)), _) => {
+                let fixed = (w as u32, h as u32);
+                if cfg.input.is_some() && cfg.default_input() != fixed {
+                    let (iw, ih) = cfg.default_input();
+                    return Err(layout(format!(
+                        "model.input is {iw}x{ih} but the model's input is fixed at {w}x{h}; remove model.input or make it match"
+                    )));
+                }
+                fixed
+            }
+            (None, _) => cfg.default_input(),
+        };
+        // A fixed-input file is checked at its own size whatever the family,
+        // so a YOLO export left at `family = "db"` gets the layout message.
+        let shape = match (cfg.family, tract.input_spec().fixed_hw) {
+            (Family::Db, None) => warm,
+            (Family::Db, Some((h, w))) => [1, 3, h, w],
+            _ => [1, 3, input.1 as usize, input.0 as usize],
+        };
+        let out = tract.output_shape(shape)?;
+        let head = match cfg.family {
+            Family::Db => match out.as_slice() {
+                [_, 1, _, _] => Head::Db,
+                other => {
+                    return Err(layout(format!(
+                        "a DB (text) model must output [N, 1, H, W]; this one gives {other:?}. Set model.family = \"yolo\" or \"classify\" for box or class outputs"
+                    )))
+                }
+            },
+            Family::Yolo => Head::Yolo(YoloHead::from_shape(&out, count).map_err(layout)?),
+            Family::Classify => {
+                Head::Classify(ClassifyHead::from_shape(&out, count).map_err(layout)?)
+            }
+        };
+        let classes = match head {
+            Head::Db => 1,
+            Head::Yolo(h) => h.classes,
+            Head::Classify(h) => h.classes,
+        };
+        let (labels, label_origin) = match resolved {
+            Some(found) => found,
+            None if head == Head::Db => (vec!["text".to_string()], LabelOrigin::Generated),
+            None => (
+                (0..classes).map(|c| format!("class{c}")).collect(),
+                LabelOrigin::Generated,
+            ),
+        };
         let name = cfg
             .path
             .file_stem()
@@ -50,6 +129,10 @@ impl LoadedModel {
                 sha256,
                 backend: cfg.backend.label(),
             },
+            head,
+            labels,
+            label_origin,
+            input,
         })
     }
 }

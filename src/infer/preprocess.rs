@@ -7,6 +7,7 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageReader, RgbImage};
 
+use super::placement::Placement;
 use super::tiling::TilePlan;
 use super::TensorBatch;
 
@@ -232,13 +233,28 @@ pub fn whole_frame_size(width: u32, height: u32, max_side: u32) -> (u32, u32) {
     (round32(width), round32(height))
 }
 
+/// The three planes of one image in `data`, in R, G, B order whatever order
+/// they are stored in.
+fn planes(data: &mut [f32], plane: usize, bgr: bool) -> [&mut [f32]; 3] {
+    let (first, rest) = data.split_at_mut(plane);
+    let (second, third) = rest.split_at_mut(plane);
+    if bgr {
+        [third, second, first]
+    } else {
+        [first, second, third]
+    }
+}
+
 /// Per-worker pre-processing state: the resizer and its buffers are reused
 /// from frame to frame.
 pub struct Preprocessor {
     resizer: Resizer,
     options: ResizeOptions,
     resized: Vec<u8>,
-    lut: [f32; 256],
+    /// `lut[c][v]`: channel `c` (R, G, B) value `v` normalised.
+    lut: [[f32; 256]; 3],
+    /// Planes written B, G, R instead of R, G, B.
+    bgr: bool,
 }
 
 impl Default for Preprocessor {
@@ -248,17 +264,35 @@ impl Default for Preprocessor {
 }
 
 impl Preprocessor {
-    /// A preprocessor with the DB normalisation `(v/255 - 0.5) / 0.5`.
+    /// A preprocessor with the DB normalisation `(v/255 - 0.5) / 0.5`, BGR.
     pub fn new() -> Self {
-        let mut lut = [0f32; 256];
-        for (v, slot) in lut.iter_mut().enumerate() {
-            *slot = (v as f32 / 255.0 - 0.5) / 0.5;
+        Self::with_normalisation([0.5; 3], [0.5; 3], true)
+    }
+
+    /// Input = `(v/255 - mean[c]) / std[c]` per RGB channel `c`; planes in
+    /// B, G, R order when `bgr`.
+    pub fn with_normalisation(mean: [f32; 3], std: [f32; 3], bgr: bool) -> Self {
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = (v as f32 / 255.0 - mean[c]) / std[c];
+            }
         }
         Preprocessor {
             resizer: Resizer::new(),
             options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
             resized: Vec::new(),
             lut,
+            bgr,
+        }
+    }
+
+    /// Writes RGB8 `row` into planes `p` from index `at`.
+    fn put_row(lut: &[[f32; 256]; 3], p: &mut [&mut [f32]; 3], at: usize, row: &[u8]) {
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            p[0][at + x] = lut[0][px[0] as usize];
+            p[1][at + x] = lut[1][px[1] as usize];
+            p[2][at + x] = lut[2][px[2] as usize];
         }
     }
 
@@ -280,13 +314,8 @@ impl Preprocessor {
         };
         let plane = width as usize * height as usize;
         let mut data = vec![0f32; plane * 3];
-        let (b, rest) = data.split_at_mut(plane);
-        let (g, r) = rest.split_at_mut(plane);
-        for (i, px) in pixels.chunks_exact(3).enumerate() {
-            r[i] = self.lut[px[0] as usize];
-            g[i] = self.lut[px[1] as usize];
-            b[i] = self.lut[px[2] as usize];
-        }
+        let mut p = planes(&mut data, plane, self.bgr);
+        Self::put_row(&self.lut, &mut p, 0, pixels);
         TensorBatch {
             shape: [1, 3, height as usize, width as usize],
             data,
@@ -322,35 +351,63 @@ impl Preprocessor {
                     top as usize,
                 )
             } else {
-                self.resized.resize(vw * vh * 3, 0);
-                let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
-                    .expect("RgbImage buffers always match their dimensions");
-                let mut dst =
-                    Image::from_slice_u8(vw as u32, vh as u32, &mut self.resized, PixelType::U8x3)
-                        .expect("buffer was sized for the destination");
-                // Float rounding must not push the crop past the frame edge.
-                let rw = rw.min(img.width() as f64 - left);
-                let rh = rh.min(img.height() as f64 - top);
-                let options = self.options.crop(left, top, rw, rh);
-                self.resizer
-                    .resize(&src, &mut dst, &options)
-                    .expect("crop lies inside the frame and both images are U8x3");
+                self.resample(img, [left, top, rw, rh], vw, vh);
                 (&self.resized, vw * 3, 0, 0)
             };
-            let (b, rest) = data[k * 3 * plane..(k + 1) * 3 * plane].split_at_mut(plane);
-            let (g, r) = rest.split_at_mut(plane);
+            let lut = &self.lut;
+            let bgr = self.bgr;
+            let mut p = planes(&mut data[k * 3 * plane..(k + 1) * 3 * plane], plane, bgr);
             for y in 0..vh {
                 let row = &src[(y0 + y) * stride + x0 * 3..][..vw * 3];
-                let out = y * tw;
-                for (x, px) in row.chunks_exact(3).enumerate() {
-                    r[out + x] = self.lut[px[0] as usize];
-                    g[out + x] = self.lut[px[1] as usize];
-                    b[out + x] = self.lut[px[2] as usize];
-                }
+                Self::put_row(lut, &mut p, y * tw, row);
             }
         }
         TensorBatch {
             shape: [indices.len(), 3, th, tw],
+            data,
+        }
+    }
+}
+
+impl Preprocessor {
+    /// Resamples the region `[left, top, width, height]` (frame pixels,
+    /// sub-pixel) of `img` to `w`×`h` RGB8 in `self.resized`.
+    fn resample(&mut self, img: &RgbImage, region: [f64; 4], w: usize, h: usize) {
+        let [left, top, rw, rh] = region;
+        self.resized.resize(w * h * 3, 0);
+        let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+            .expect("RgbImage buffers always match their dimensions");
+        let mut dst = Image::from_slice_u8(w as u32, h as u32, &mut self.resized, PixelType::U8x3)
+            .expect("buffer was sized for the destination");
+        // Float rounding must not push the crop past the frame edge.
+        let rw = rw.min(img.width() as f64 - left);
+        let rh = rh.min(img.height() as f64 - top);
+        let options = self.options.crop(left, top, rw, rh);
+        self.resizer
+            .resize(&src, &mut dst, &options)
+            .expect("crop lies inside the frame and both images are U8x3");
+    }
+
+    /// Resamples `place.src` of `img` into `place.dst` of a `[1, 3, h, w]`
+    /// input; the rest of the input is `fill` (normalised like a pixel).
+    pub fn place_to_tensor(&mut self, img: &RgbImage, place: &Placement, fill: u8) -> TensorBatch {
+        let (tw, th) = (place.input.0 as usize, place.input.1 as usize);
+        let [dx, dy, dw, dh] = place.dst.map(|v| v as usize);
+        let plane = tw * th;
+        let mut data = vec![0f32; 3 * plane];
+        let lut = self.lut;
+        let bgr = self.bgr;
+        let mut p = planes(&mut data, plane, bgr);
+        for (c, slot) in p.iter_mut().enumerate() {
+            slot.fill(lut[c][fill as usize]);
+        }
+        self.resample(img, place.src, dw, dh);
+        for y in 0..dh {
+            let row = &self.resized[y * dw * 3..][..dw * 3];
+            Self::put_row(&lut, &mut p, (dy + y) * tw + dx, row);
+        }
+        TensorBatch {
+            shape: [1, 3, th, tw],
             data,
         }
     }

@@ -11,6 +11,8 @@
 
 use serde::Deserialize;
 
+use crate::decode::merge::{MatchMetric, MergeConfig, MergeStrategy};
+
 /// When frames are cut into tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,8 +35,9 @@ pub struct TilingConfig {
     /// off | tiles | auto.
     #[serde(default)]
     pub mode: TilingMode,
-    /// Tile side in model pixels (multiple of 32).
-    #[serde(default = "d_tile")]
+    /// Tile side in scaled-frame pixels (multiple of 32). Left out (or 0):
+    /// 960 for text, the model's input width for YOLO (see `Config`).
+    #[serde(default)]
     pub tile: u32,
     /// Pixels shared by neighbouring tiles (at least this many; tiles are spread evenly).
     #[serde(default = "d_overlap")]
@@ -48,6 +51,22 @@ pub struct TilingConfig {
     /// Tiles per engine call. More costs memory and, on the CPU, buys little.
     #[serde(default = "d_batch")]
     pub batch: u32,
+    /// Box models: how boxes found by several tiles (and the whole-frame
+    /// pass) become one: `nmm` grows the best box over its matches, `nms`
+    /// keeps only the best.
+    #[serde(default)]
+    pub merge: MergeStrategy,
+    /// Box models: `ios` (intersection over the smaller box; a box cut by a
+    /// tile edge matches the whole one) or `iou`.
+    #[serde(default, rename = "match")]
+    pub match_metric: MatchMetric,
+    /// Box models: boxes of one class match when the metric is at least this.
+    #[serde(default = "d_merge_threshold")]
+    pub merge_threshold: f32,
+}
+
+fn d_merge_threshold() -> f32 {
+    0.5
 }
 
 fn d_tile() -> u32 {
@@ -72,6 +91,9 @@ impl Default for TilingConfig {
             scale: d_scale(),
             full_frame: false,
             batch: d_batch(),
+            merge: MergeStrategy::default(),
+            match_metric: MatchMetric::default(),
+            merge_threshold: d_merge_threshold(),
         }
     }
 }
@@ -107,6 +129,12 @@ impl TilingConfig {
                 ),
             ));
         }
+        if !(self.merge_threshold > 0.0 && self.merge_threshold <= 1.0) {
+            out.push((
+                "merge_threshold",
+                format!("{} is not in (0, 1]; try 0.5", self.merge_threshold),
+            ));
+        }
         if self.batch == 0 || self.batch > 16 {
             out.push((
                 "batch",
@@ -114,6 +142,16 @@ impl TilingConfig {
             ));
         }
         out
+    }
+
+    /// How box models merge what several passes found.
+    pub fn merge_config(&self) -> MergeConfig {
+        MergeConfig {
+            strategy: self.merge,
+            metric: self.match_metric,
+            threshold: self.merge_threshold,
+            class_agnostic: false,
+        }
     }
 
     /// Whether frames go through a `TilePlan` at all (`mode` is not `off`).

@@ -40,16 +40,63 @@ impl TractModel {
             .first()
             .map(|o| model.node(o.node).name.clone())
             .unwrap_or_else(|| "x".to_string());
+        // Exports such as Ultralytics' are fixed at one H×W; DB models are dynamic.
+        let fixed_hw = model
+            .input_fact(0)
+            .ok()
+            .and_then(|f| f.shape.as_concrete_finite().ok().flatten())
+            .and_then(|s| match s.as_slice() {
+                [_, _, h, w] => Some((*h, *w)),
+                _ => None,
+            });
         Ok(TractModel {
             proto: Arc::new(model),
             plans: Arc::new(Mutex::new(HashMap::new())),
             spec: InputSpec {
                 name,
-                fixed_hw: None,
+                fixed_hw,
                 max_batch: 8,
             },
             path: path.to_path_buf(),
         })
+    }
+
+    /// What the model accepts.
+    pub fn input_spec(&self) -> &InputSpec {
+        &self.spec
+    }
+
+    /// A string from the ONNX metadata (`metadata_props`), e.g. `names`.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        self.proto
+            .properties
+            .get(&format!("onnx.metadata_props.{key}"))
+            .and_then(|t| {
+                t.try_as_plain_ram()
+                    .ok()?
+                    .to_scalar::<String>()
+                    .ok()
+                    .cloned()
+            })
+    }
+
+    /// The first output's shape for NCHW input `shape`.
+    pub fn output_shape(&self, shape: [usize; 4]) -> Result<Vec<usize>, InferError> {
+        let plan = self.plan(shape)?;
+        let fact = plan
+            .model()
+            .output_fact(0)
+            .map_err(|e| load_error(&self.path, e))?;
+        fact.shape
+            .as_concrete()
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| InferError::Load {
+                path: self.path.clone(),
+                reason: format!(
+                    "the output shape {:?} is not fixed for input {shape:?}",
+                    fact.shape
+                ),
+            })
     }
 
     /// The optimised plan for `shape` (NCHW), built now if needed.

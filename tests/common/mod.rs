@@ -22,6 +22,19 @@ pub fn model_path() -> PathBuf {
     p
 }
 
+/// A model built by `engines/make-test-models.sh` (YOLO layouts, classifiers).
+pub fn test_model(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("engines/test")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing; build the test models with engines/make-test-models.sh (bash .ci/run does this)",
+        p.display()
+    );
+    p
+}
+
 /// The `edgewatch` binary built for this test run.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgewatch")

@@ -1,0 +1,193 @@
+//! Class labels: from the config's `labels`, else a `labels_file`, else the
+//! ONNX metadata `names` that Ultralytics exports write.
+
+use std::path::Path;
+
+/// Where a model's labels came from, for the start-up log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOrigin {
+    /// `[model] labels`.
+    Config,
+    /// `[model] labels_file`.
+    File,
+    /// The ONNX metadata `names`.
+    Metadata,
+    /// None given: `class0`, `class1`, … (or `text` for DB models).
+    Generated,
+}
+
+impl std::fmt::Display for LabelOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LabelOrigin::Config => "model.labels",
+            LabelOrigin::File => "model.labels_file",
+            LabelOrigin::Metadata => "the ONNX metadata (names)",
+            LabelOrigin::Generated => "defaults (none given)",
+        })
+    }
+}
+
+/// Labels in the order they are looked for. `metadata` is the raw `names`
+/// value, if the model has one. Errors say which source was bad and how.
+pub fn resolve(
+    configured: &[String],
+    file: Option<&Path>,
+    metadata: Option<&str>,
+) -> Result<Option<(Vec<String>, LabelOrigin)>, String> {
+    if !configured.is_empty() {
+        return Ok(Some((configured.to_vec(), LabelOrigin::Config)));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read labels_file {} ({e}); give one label per line, or list them in labels = [...]",
+                path.display()
+            )
+        })?;
+        let labels: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if labels.is_empty() {
+            return Err(format!(
+                "labels_file {} has no labels; give one per line",
+                path.display()
+            ));
+        }
+        return Ok(Some((labels, LabelOrigin::File)));
+    }
+    if let Some(names) = metadata.and_then(parse_names) {
+        return Ok(Some((names, LabelOrigin::Metadata)));
+    }
+    Ok(None)
+}
+
+/// Which classes `[decode] classes` lets through: `allowed[c]` per label, all
+/// when `classes` is empty. A name that is not a label is an error that lists
+/// the labels.
+pub fn allowed(classes: &[String], labels: &[String]) -> Result<Vec<bool>, String> {
+    if classes.is_empty() {
+        return Ok(vec![true; labels.len()]);
+    }
+    let mut out = vec![false; labels.len()];
+    for name in classes {
+        match labels.iter().position(|l| l == name) {
+            Some(i) => out[i] = true,
+            None => {
+                let shown: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
+                return Err(format!(
+                    "{name:?} is not a label of this model (labels: {}{})",
+                    shown.join(", "),
+                    if labels.len() > 20 { ", …" } else { "" }
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses Ultralytics' `names` metadata: a Python dict literal such as
+/// `{0: 'person', 1: "it's"}`, or a JSON list `["person", "car"]`. Ids must
+/// run 0, 1, 2, … ; anything else is `None` (the caller falls back).
+pub fn parse_names(text: &str) -> Option<Vec<String>> {
+    let text = text.trim();
+    if let Ok(list) = serde_json::from_str::<Vec<String>>(text) {
+        return (!list.is_empty()).then_some(list);
+    }
+    let inner = text.strip_prefix('{')?.strip_suffix('}')?;
+    let mut chars = inner.chars().peekable();
+    let mut out = Vec::new();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut id = String::new();
+        while let Some(c) = chars.peek().filter(|c| c.is_ascii_digit()) {
+            id.push(*c);
+            chars.next();
+        }
+        if id.parse::<usize>().ok()? != out.len() {
+            return None;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next()? != ':' {
+            return None;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let quote = chars.next().filter(|q| *q == '\'' || *q == '"')?;
+        let mut label = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => label.push(chars.next()?),
+                c if c == quote => break,
+                c => label.push(c),
+            }
+        }
+        out.push(label);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ultralytics_names_parse() {
+        assert_eq!(
+            parse_names("{0: 'person', 1: \"it's\", 2: 'traffic light'}").unwrap(),
+            vec!["person", "it's", "traffic light"]
+        );
+        assert_eq!(parse_names(r#"["a", "b"]"#).unwrap(), vec!["a", "b"]);
+        assert_eq!(parse_names(r"{0: 'a\'b'}").unwrap(), vec!["a'b"]);
+        // Gaps or unordered ids are not trusted.
+        assert_eq!(parse_names("{1: 'a'}"), None);
+        assert_eq!(parse_names("{0: 'a', 2: 'b'}"), None);
+        assert_eq!(parse_names("{}"), None);
+        assert_eq!(parse_names("person"), None);
+    }
+
+    #[test]
+    fn config_beats_file_beats_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("l.names");
+        std::fs::write(&file, "cat\n\n dog \n").unwrap();
+        let meta = Some("{0: 'm'}");
+        let (l, o) = resolve(&["x".into()], Some(&file), meta).unwrap().unwrap();
+        assert_eq!((l, o), (vec!["x".to_string()], LabelOrigin::Config));
+        let (l, o) = resolve(&[], Some(&file), meta).unwrap().unwrap();
+        assert_eq!(
+            (l, o),
+            (vec!["cat".to_string(), "dog".into()], LabelOrigin::File)
+        );
+        let (l, o) = resolve(&[], None, meta).unwrap().unwrap();
+        assert_eq!((l, o), (vec!["m".to_string()], LabelOrigin::Metadata));
+        assert_eq!(resolve(&[], None, Some("junk")).unwrap(), None);
+        let err = resolve(&[], Some(&dir.path().join("missing")), None).unwrap_err();
+        assert!(err.contains("cannot read labels_file"), "{err}");
+    }
+
+    #[test]
+    fn class_filter_names_labels() {
+        let labels = ["red", "green", "blue"].map(String::from);
+        assert_eq!(allowed(&[], &labels).unwrap(), vec![true; 3]);
+        assert_eq!(
+            allowed(&["blue".into()], &labels).unwrap(),
+            vec![false, false, true]
+        );
+        let err = allowed(&["dog".into()], &labels).unwrap_err();
+        assert!(
+            err.contains("\"dog\"") && err.contains("red, green, blue"),
+            "{err}"
+        );
+    }
+}
