@@ -174,6 +174,9 @@ impl WorkerCost {
             if tiling.full_frame {
                 e = e.max(whole);
                 d.push_str(&format!(", whole-frame pass at {side}"));
+            } else if tiling.mode == TilingMode::Auto {
+                e = e.max(whole);
+                d.push_str(&format!(" or the whole frame at {side}"));
             }
             (e, d, (tiling.scale as f64).powi(2))
         };
@@ -457,10 +460,12 @@ mod tests {
             .unwrap();
         // The figure it names is enough.
         assert!(plan(&input(need, &m, &t, 2)).is_ok(), "{}", e.reason);
-        // Smaller tiles fit where big ones do not.
+        // Smaller tiles fit where big ones do not (always tiling: `auto`
+        // also budgets for a whole frame at max_side).
         let small = TilingConfig {
             tile: 320,
             overlap: 64,
+            mode: crate::infer::tiling::TilingMode::Tiles,
             ..TilingConfig::default()
         };
         assert!(plan(&input(128, &m, &small, 2)).is_ok());

@@ -86,11 +86,14 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
     }
     // The shape most frames will use is optimised now: a broken model fails
     // at start-up, and the first frame is fast.
-    let warm = if config.tiling.enabled() {
-        let t = config.tiling.tile as usize;
-        [config.tiling.batch as usize, 3, t, t]
+    // The shape of a 1080p frame, the most common one, tiled or whole.
+    let side = config.model.max_side;
+    let (w, _) = whole_frame_size(1920, 1080, side);
+    let warm = if config.tiling.tiles_frame(w as f64 / 1920.0) {
+        let plan = crate::infer::tiling::TilePlan::new(1920, 1080, &config.tiling);
+        let (h, w) = plan.shapes()[0];
+        [config.tiling.batch as usize, 3, h as usize, w as usize]
     } else {
-        let side = config.model.max_side;
         let (w, h) = whole_frame_size(16 * side, 9 * side, side);
         [1, 3, h as usize, w as usize]
     };

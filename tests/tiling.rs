@@ -68,6 +68,8 @@ fn a_line_across_tile_seams_is_one_box() {
     let tiling = TilingConfig {
         tile: 320,
         overlap: 64,
+        // 720p would run whole at 960; this test is about tile seams.
+        whole_frame_min_scale: 1.0,
         ..TilingConfig::default()
     };
     let (w, h) = (1280, 720);

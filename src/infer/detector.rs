@@ -205,15 +205,17 @@ impl Detector {
     ) -> Result<Vec<Detection>, FrameError> {
         let img = &decoded.image;
         let tiling = &self.settings.tiling;
+        let (w, h) = self.settings.input;
+        let whole_scale = (w as f64 / img.width() as f64).min(h as f64 / img.height() as f64);
+        let tiled = tiling.tiles_frame(whole_scale);
         let mut regions: Vec<[f64; 4]> = Vec::new();
-        if tiling.enabled() {
-            let plan = TilePlan::new(img.width(), img.height(), tiling);
+        if tiled {
+            let plan = TilePlan::full_tiles(img.width(), img.height(), tiling);
             regions.extend((0..plan.tiles.len()).map(|i| plan.source_rect(i).0));
         }
-        if !tiling.enabled() || tiling.full_frame {
+        if !tiled || tiling.full_frame {
             regions.push([0.0, 0.0, img.width() as f64, img.height() as f64]);
         }
-        let (w, h) = self.settings.input;
         let mut dets = Vec::new();
         for src in &regions {
             let t0 = Instant::now();
@@ -265,7 +267,10 @@ impl Detector {
         timing: &mut Timing,
     ) -> Result<Vec<Detection>, FrameError> {
         let (frame_w, frame_h) = (decoded.frame_w, decoded.frame_h);
-        let dets = if self.settings.tiling.enabled() {
+        let img = &decoded.image;
+        let (w, _) = whole_frame_size(img.width(), img.height(), self.settings.max_side);
+        let whole_scale = w as f64 / img.width() as f64;
+        let dets = if self.settings.tiling.tiles_frame(whole_scale) {
             let mut dets = self.tiled(&decoded.image, frame_w, frame_h, timing)?;
             if self.settings.tiling.full_frame {
                 dets.extend(self.whole_frame(&decoded.image, frame_w, frame_h, timing)?);
@@ -336,17 +341,8 @@ impl Detector {
                     )));
                 }
                 for (k, &i) in group.iter().enumerate() {
-                    let tile = &plan.tiles[i];
                     let map = &out.data[k * mh * mw..(k + 1) * mh * mw];
-                    for sy in tile.y.own_start..tile.y.own_end {
-                        let ty = (sy - tile.y.start) as usize;
-                        let src = &map[ty * mw..][..mw];
-                        let dst = &mut self.stitch[sy as usize * sw..][..sw];
-                        for sx in tile.x.own_start..tile.x.own_end {
-                            let p = src[(sx - tile.x.start) as usize];
-                            dst[sx as usize] = (p.clamp(0.0, 1.0) * 255.0).round() as u8;
-                        }
-                    }
+                    plan.stitch_owned(i, map, &mut self.stitch);
                 }
                 timing.add(t0, t1, t2, Instant::now());
             }

@@ -22,8 +22,10 @@ pub enum TilingMode {
     /// Always tile; a frame smaller than a tile is padded to a full tile, so
     /// every tensor has one shape (what fixed-shape engines want).
     Tiles,
-    /// Tile when the scaled frame is larger than one tile; a smaller frame is
-    /// one tile of its own size (rounded up to 32), not shrunk.
+    /// Whole frame when shrinking it to the model keeps at least
+    /// `whole_frame_min_scale` of its resolution (1080p at 960: 0.5); else
+    /// tiles, shrunk to cover the frame evenly. A frame smaller than a tile
+    /// is one tile of its own size (rounded up to 32), not shrunk.
     #[default]
     Auto,
 }
@@ -63,6 +65,14 @@ pub struct TilingConfig {
     /// Box models: boxes of one class match when the metric is at least this.
     #[serde(default = "d_merge_threshold")]
     pub merge_threshold: f32,
+    /// `auto`: run the whole frame when the model sees it at this fraction of
+    /// its resolution or more; 1.0 tiles every frame larger than the model.
+    #[serde(default = "d_whole_frame_min_scale")]
+    pub whole_frame_min_scale: f32,
+}
+
+fn d_whole_frame_min_scale() -> f32 {
+    0.5
 }
 
 fn d_merge_threshold() -> f32 {
@@ -94,6 +104,7 @@ impl Default for TilingConfig {
             merge: MergeStrategy::default(),
             match_metric: MatchMetric::default(),
             merge_threshold: d_merge_threshold(),
+            whole_frame_min_scale: d_whole_frame_min_scale(),
         }
     }
 }
@@ -135,6 +146,15 @@ impl TilingConfig {
                 format!("{} is not in (0, 1]; try 0.5", self.merge_threshold),
             ));
         }
+        if !(self.whole_frame_min_scale > 0.0 && self.whole_frame_min_scale <= 1.0) {
+            out.push((
+                "whole_frame_min_scale",
+                format!(
+                    "{} is not in (0, 1]; 0.5 runs 1080p whole at 960, 1.0 tiles every frame larger than the model",
+                    self.whole_frame_min_scale
+                ),
+            ));
+        }
         if self.batch == 0 || self.batch > 16 {
             out.push((
                 "batch",
@@ -157,6 +177,16 @@ impl TilingConfig {
     /// Whether frames go through a `TilePlan` at all (`mode` is not `off`).
     pub fn enabled(&self) -> bool {
         self.mode != TilingMode::Off
+    }
+
+    /// Whether a frame the whole-frame pass sees at `whole_scale` of its
+    /// resolution is cut into tiles.
+    pub fn tiles_frame(&self, whole_scale: f64) -> bool {
+        match self.mode {
+            TilingMode::Off => false,
+            TilingMode::Tiles => true,
+            TilingMode::Auto => whole_scale < self.whole_frame_min_scale as f64,
+        }
     }
 }
 
@@ -184,8 +214,11 @@ pub struct Span {
 /// Spans covering `len` pixels with windows of `tile` sharing at least
 /// `overlap`. A frame no longer than a tile gets one window, the tile itself
 /// when `pad_to_tile` (one tensor shape for every frame) or else the frame
-/// rounded up to 32.
-fn spans(len: u32, tile: u32, overlap: u32, pad_to_tile: bool) -> Vec<Span> {
+/// rounded up to 32. With `shrink`, windows are cut to the smallest multiple
+/// of 32 that still covers the frame with the same count: a 1080-pixel side
+/// needs two 960 windows, but two of 608 do (608 + 608 − 128 ≥ 1080), which
+/// halves the pixels a 1080p frame sends through the model.
+fn spans(len: u32, tile: u32, overlap: u32, pad_to_tile: bool, shrink: bool) -> Vec<Span> {
     if len <= tile {
         return vec![Span {
             start: 0,
@@ -201,6 +234,11 @@ fn spans(len: u32, tile: u32, overlap: u32, pad_to_tile: bool) -> Vec<Span> {
     }
     let stride = tile - overlap;
     let n = (len - overlap).div_ceil(stride);
+    let tile = if shrink {
+        ((len + (n - 1) * overlap).div_ceil(n).div_ceil(32) * 32).min(tile)
+    } else {
+        tile
+    };
     // Spread evenly so every overlap is at least `overlap` and the last tile
     // ends exactly on the frame edge (no padding, one tensor shape).
     let starts: Vec<u32> = (0..n)
@@ -260,12 +298,23 @@ pub struct TilePlan {
 }
 
 impl TilePlan {
-    /// Plans `frame_w`×`frame_h` under `cfg`.
+    /// Plans `frame_w`×`frame_h` under `cfg`. In `auto` mode tiles shrink
+    /// to cover the frame evenly (dynamic-input models such as DB).
     pub fn new(frame_w: u32, frame_h: u32, cfg: &TilingConfig) -> TilePlan {
+        Self::with_shrink(frame_w, frame_h, cfg, cfg.mode == TilingMode::Auto)
+    }
+
+    /// Plans with tiles of exactly `cfg.tile` on frames larger than a tile:
+    /// a model that letterboxes each tile sees objects at one scale.
+    pub fn full_tiles(frame_w: u32, frame_h: u32, cfg: &TilingConfig) -> TilePlan {
+        Self::with_shrink(frame_w, frame_h, cfg, false)
+    }
+
+    fn with_shrink(frame_w: u32, frame_h: u32, cfg: &TilingConfig, shrink: bool) -> TilePlan {
         let (scaled_w, scaled_h) = scaled_size(frame_w, frame_h, cfg.scale);
         let pad = cfg.mode == TilingMode::Tiles;
-        let xs = spans(scaled_w, cfg.tile, cfg.overlap, pad);
-        let ys = spans(scaled_h, cfg.tile, cfg.overlap, pad);
+        let xs = spans(scaled_w, cfg.tile, cfg.overlap, pad, shrink);
+        let ys = spans(scaled_h, cfg.tile, cfg.overlap, pad, shrink);
         let tiles = ys
             .iter()
             .flat_map(|&y| xs.iter().map(move |&x| Tile { x, y }))
@@ -323,6 +372,24 @@ impl TilePlan {
         )
     }
 
+    /// Copies the pixels tile `i` owns from its probability `map` (the
+    /// tile's `h×w`, row-major) into `stitched` (the scaled frame's
+    /// `scaled_w × scaled_h`), quantised to `p × 255`.
+    pub fn stitch_owned(&self, i: usize, map: &[f32], stitched: &mut [u8]) {
+        let tile = &self.tiles[i];
+        let (mw, sw) = (tile.x.size as usize, self.scaled_w as usize);
+        for sy in tile.y.own_start..tile.y.own_end {
+            let ty = (sy - tile.y.start) as usize;
+            let src = &map[ty * mw..][..mw];
+            let dst = &mut stitched[sy as usize * sw..][..sw];
+            let (x0, x1) = (tile.x.own_start as usize, tile.x.own_end as usize);
+            let from = (tile.x.own_start - tile.x.start) as usize;
+            for (d, p) in dst[x0..x1].iter_mut().zip(&src[from..]) {
+                *d = (p.clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+    }
+
     /// Distinct tensor shapes `(h, w)` this plan uses.
     pub fn shapes(&self) -> Vec<(u32, u32)> {
         let mut v: Vec<(u32, u32)> = self.tiles.iter().map(Tile::hw).collect();
@@ -348,12 +415,31 @@ mod tests {
 
     #[test]
     fn a_4k_frame_at_960_is_five_by_three() {
-        let plan = TilePlan::new(3840, 2160, &TilingConfig::default());
+        let plan = TilePlan::full_tiles(3840, 2160, &TilingConfig::default());
         assert_eq!(plan.tiles.len(), 15);
         assert_eq!(plan.shapes(), vec![(960, 960)]);
         let last = plan.tiles.last().unwrap();
         assert_eq!(last.x.start + last.x.size, 3840);
         assert_eq!(last.y.start + last.y.size, 2160);
+        // Auto mode keeps the count and shrinks the tiles to fit.
+        let auto = TilePlan::new(3840, 2160, &TilingConfig::default());
+        assert_eq!(auto.tiles.len(), 15);
+        assert_eq!(auto.shapes(), vec![(832, 896)]);
+    }
+
+    #[test]
+    fn a_1080p_frame_is_six_tiles_of_about_half_the_pixels() {
+        let full = TilePlan::full_tiles(1920, 1080, &TilingConfig::default());
+        let auto = TilePlan::new(1920, 1080, &TilingConfig::default());
+        assert_eq!((full.tiles.len(), auto.tiles.len()), (6, 6));
+        assert_eq!(auto.shapes(), vec![(608, 736)]);
+        let px = |p: &TilePlan| p.tiles.iter().map(|t| t.x.size * t.y.size).sum::<u32>();
+        assert!(
+            px(&auto) * 2 <= px(&full) + px(&full) / 20,
+            "{} vs {}",
+            px(&auto),
+            px(&full)
+        );
     }
 
     #[test]
@@ -389,6 +475,29 @@ mod tests {
         };
         let keys: Vec<&str> = bad.validate().iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, vec!["tile", "overlap", "scale", "batch"]);
+        let never = TilingConfig {
+            whole_frame_min_scale: 0.0,
+            ..TilingConfig::default()
+        };
+        assert_eq!(never.validate()[0].0, "whole_frame_min_scale");
+    }
+
+    #[test]
+    fn auto_runs_1080p_whole_and_tiles_4k() {
+        let auto = TilingConfig::default();
+        assert!(!auto.tiles_frame(0.5), "1080p at 960");
+        assert!(auto.tiles_frame(0.25), "4K at 960");
+        let always = TilingConfig {
+            whole_frame_min_scale: 1.0,
+            ..TilingConfig::default()
+        };
+        assert!(always.tiles_frame(0.5));
+        assert!(!always.tiles_frame(1.0));
+        let off = TilingConfig {
+            mode: TilingMode::Off,
+            ..TilingConfig::default()
+        };
+        assert!(!off.tiles_frame(0.01));
         assert!(TilingConfig::default().validate().is_empty());
     }
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: edgewatch vs RapidOCR (ONNX Runtime + OpenCV) on the
+# same seeded 1080p and 4K images with text at known places, alternating runs.
+# Writes BENCHMARKS.md (or $OUT). Takes about 10 minutes on 2 cores.
+#
+#   benches/peer/bench-peer.sh [ROUNDS]          # default 3 rounds
+#   N1080=20 N4K=3 OUT=/tmp/b.md benches/peer/bench-peer.sh 1
+#
+# RapidOCR and its pinned dependencies are installed into target/peer-pylib
+# (no virtualenv, nothing system-wide).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+rounds=${1:-3}
+n1080=${N1080:-20}
+n4k=${N4K:-3}
+out=${OUT:-$root/BENCHMARKS.md}
+data=$root/target/bench-peer
+pylib=$root/target/peer-pylib
+
+./engines/fetch-models.sh >/dev/null
+if ! PYTHONPATH="$pylib" python3 -c "import rapidocr_onnxruntime" 2>/dev/null; then
+  echo "installing rapidocr-onnxruntime==1.4.4 into $pylib ..."
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$pylib" rapidocr-onnxruntime==1.4.4 onnxruntime==1.32.0 \
+    opencv-python==5.0.0.93 numpy==2.4.6
+fi
+
+echo "building edgewatch (release) ..."
+cargo build --release --locked --quiet --bin edgewatch --example make_samples
+
+mkdir -p "$data"
+# Seeded: the same images on every run and every machine.
+if [[ ! -s "$data/1080p.jsonl" || $(wc -l <"$data/1080p.jsonl") -ne $n1080 ]]; then
+  rm -rf "$data/1080p"
+  target/release/examples/make_samples "$data/1080p" "$n1080" 1920 1080 8 26 44 >"$data/1080p.jsonl"
+fi
+if [[ ! -s "$data/4k.jsonl" || $(wc -l <"$data/4k.jsonl") -ne $n4k ]]; then
+  rm -rf "$data/4k"
+  target/release/examples/make_samples "$data/4k" "$n4k" 3840 2160 40 12 20 >"$data/4k.jsonl"
+fi
+
+model="$root/engines/ppocr-det-v4.onnx"
+cat >"$data/default.toml" <<EOF
+# edgewatch as shipped: tiling auto, 256 MiB budget.
+[model]
+path = "$model"
+EOF
+cat >"$data/whole.toml" <<EOF
+# Whole frame shrunk to 960 on its longest side, as PaddleOCR's det default.
+[model]
+path = "$model"
+[tiling]
+mode = "off"
+EOF
+cat >"$data/tiles.toml" <<EOF
+# Tiles on every frame larger than the model (1080p too).
+[model]
+path = "$model"
+[tiling]
+whole_frame_min_scale = 1.0
+EOF
+
+python3 benches/peer/compare.py \
+  --bin target/release/edgewatch \
+  --peer-path "$pylib" \
+  --set "1080p, 8 lines of 26–44 px:$data/1080p.jsonl" \
+  --set "4K, 40 lines of 12–20 px:$data/4k.jsonl" \
+  --runner "edgewatch, default:$data/default.toml" \
+  --runner "edgewatch, tiling off:$data/whole.toml" \
+  --runner "edgewatch, tiles always:$data/tiles.toml" \
+  --rounds "$rounds" \
+  --command "benches/peer/bench-peer.sh $rounds" \
+  --out "$out"
+
+# The criterion guards: medians appended to the same report.
+echo "running the criterion benches ..."
+cargo bench --locked --quiet --bench pipeline -- --noplot >"$data/criterion.txt" 2>/dev/null
+python3 benches/peer/criterion_table.py "$data/criterion.txt" >>"$out"
+echo "wrote $out"

@@ -1,0 +1,182 @@
+//! Regression guards for the stages around the engine: decode + resize +
+//! normalise (1080p, 4K), DB decode on a real probability map, tile plan +
+//! stitch, outbox append (fsync included) and payload encode.
+//! `cargo bench --bench pipeline`; the model-free parts need no download, the
+//! DB decode needs engines/fetch-models.sh.
+
+#[path = "../tests/common/textimg.rs"]
+mod textimg;
+
+use std::hint::black_box;
+use std::time::{Duration, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use edgewatch::decode::db::{self, ProbMap};
+use edgewatch::decode::{DecodeConfig, Detection};
+use edgewatch::frame::FrameMeta;
+use edgewatch::infer::detector::{FrameResult, Timing};
+use edgewatch::infer::model::{LoadedModel, ModelInfo};
+use edgewatch::infer::preprocess::{decode_file, whole_frame_size, Preprocessor};
+use edgewatch::infer::tiling::{TilePlan, TilingConfig};
+use edgewatch::infer::{Engine, ModelConfig};
+use edgewatch::sink::outbox::Outbox;
+use edgewatch::sink::payload::Message;
+
+/// A seeded JPEG with text, written once per run.
+fn sample(dir: &std::path::Path, w: u32, h: u32) -> std::path::PathBuf {
+    let (img, _) = textimg::render(w, h, 7, 12, 18, 40);
+    let p = dir.join(format!("{w}x{h}.jpg"));
+    img.save(&p).expect("write the sample");
+    p
+}
+
+fn preprocess(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, w, h) in [("1080p", 1920, 1080), ("4k", 3840, 2160)] {
+        let path = sample(dir.path(), w, h);
+        let mut pre = Preprocessor::new();
+        c.bench_function(&format!("decode+resize+normalise/{name}/whole-960"), |b| {
+            b.iter(|| {
+                let d = decode_file(&path, 40_000_000).unwrap();
+                let (tw, th) = whole_frame_size(d.image.width(), d.image.height(), 960);
+                black_box(pre.to_tensor(&d.image, tw, th));
+            })
+        });
+        let decoded = decode_file(&path, 40_000_000).unwrap();
+        let plan = TilePlan::new(w, h, &TilingConfig::default());
+        c.bench_function(
+            &format!("tiles-to-tensor/{name}/{}-tiles", plan.tiles.len()),
+            |b| {
+                b.iter(|| {
+                    for i in 0..plan.tiles.len() {
+                        black_box(pre.tiles_to_tensor(&decoded.image, &plan, &[i]));
+                    }
+                })
+            },
+        );
+    }
+}
+
+fn tile_plan_and_stitch(c: &mut Criterion) {
+    let cfg = TilingConfig::default();
+    c.bench_function("tile-plan/4k", |b| {
+        b.iter(|| black_box(TilePlan::new(black_box(3840), black_box(2160), &cfg)))
+    });
+    let plan = TilePlan::new(3840, 2160, &cfg);
+    let (th, tw) = plan.shapes()[0];
+    let map: Vec<f32> = (0..th * tw).map(|i| (i % 97) as f32 / 97.0).collect();
+    let mut stitched = vec![0u8; plan.scaled_w as usize * plan.scaled_h as usize];
+    c.bench_function("stitch/4k", |b| {
+        b.iter(|| {
+            for i in 0..plan.tiles.len() {
+                plan.stitch_owned(i, &map, &mut stitched);
+            }
+            black_box(&stitched);
+        })
+    });
+}
+
+fn db_decode(c: &mut Criterion) {
+    let model_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("engines/ppocr-det-v4.onnx");
+    if !model_path.exists() {
+        eprintln!("skipping db-decode: run engines/fetch-models.sh first");
+        return;
+    }
+    // A real map: the model run once on a rendered 1080p frame at 960×544.
+    let (img, _) = textimg::render(1920, 1080, 11, 12, 18, 40);
+    let cfg = ModelConfig::new(model_path);
+    let model = LoadedModel::load(&cfg, [1, 3, 544, 960]).expect("load the model");
+    let mut engine = model.tract.engine().unwrap();
+    let tensor = Preprocessor::new().to_tensor(&img, 960, 544);
+    let out = engine.run(tensor).expect("run the model");
+    let decode = DecodeConfig::default();
+    c.bench_function("db-decode/960x544-real-map", |b| {
+        b.iter(|| {
+            black_box(db::decode(
+                &decode,
+                ProbMap::f32(&out.data, 960, 544),
+                1920,
+                1080,
+                "text",
+            ))
+        })
+    });
+    let quantised: Vec<u8> = out.data.iter().map(|p| (p * 255.0).round() as u8).collect();
+    c.bench_function("db-decode/960x544-real-map-u8", |b| {
+        b.iter(|| {
+            black_box(db::decode(
+                &decode,
+                ProbMap::u8(&quantised, 960, 544),
+                1920,
+                1080,
+                "text",
+            ))
+        })
+    });
+}
+
+/// A 1080p frame's message with 8 text boxes (~1.6 KB of JSON).
+fn message(seq: u64) -> Message {
+    let detections = (0..8)
+        .map(|i| {
+            let y = 40.0 + i as f32 * 120.0;
+            Detection::from_quad(
+                "text",
+                0,
+                0.87,
+                [[100.0, y], [420.0, y], [420.0, y + 40.0], [100.0, y + 40.0]],
+            )
+        })
+        .collect();
+    let result = FrameResult {
+        width: 1920,
+        height: 1080,
+        detections,
+        timing: Timing {
+            decode: 20.0,
+            infer: 250.0,
+            post: 3.0,
+            total: 273.0,
+        },
+    };
+    let model = ModelInfo {
+        name: "ppocr-det-v4".into(),
+        sha256: "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9".into(),
+        backend: "tract-cpu",
+    };
+    let meta = FrameMeta {
+        source: "bench".into(),
+        seq,
+        id: format!("bench-{seq}"),
+        captured_at: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+        path: None,
+    };
+    Message::new("bench", &meta, &model, &result)
+}
+
+fn sink(c: &mut Criterion) {
+    c.bench_function("payload-encode/8-boxes", |b| {
+        b.iter(|| black_box(message(black_box(42)).to_json()))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, _) = Outbox::open(dir.path(), 64 << 20).expect("open the outbox");
+    let payload = message(1).to_json();
+    let mut seq = 0u64;
+    c.bench_function("outbox-append+fsync+ack/1.6KB", |b| {
+        b.iter(|| {
+            seq += 1;
+            let key = outbox
+                .append("edgewatch/bench/in/detections", payload.as_bytes(), || true)
+                .unwrap();
+            outbox.ack(key).unwrap();
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5));
+    targets = preprocess, tile_plan_and_stitch, db_decode, sink
+}
+criterion_main!(benches);
