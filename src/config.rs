@@ -54,8 +54,10 @@ fn default_device() -> String {
     "edgewatch".to_string()
 }
 
+/// 320 MiB buys two workers on a two-core machine (measured peaks: about
+/// 130 MiB for 1080p and under 256 MiB for 4K; see BENCHMARKS.md).
 fn default_budget() -> u64 {
-    256
+    320
 }
 
 /// What the configuration will be used for: `detect` needs only the model.
@@ -374,7 +376,7 @@ mod tests {
         let dir = model_dir();
         let c = Config::from_toml(MINIMAL, dir.path(), Purpose::Detect).unwrap();
         assert_eq!(c.device, "edgewatch");
-        assert_eq!(c.memory_budget_mb, 256);
+        assert_eq!(c.memory_budget_mb, 320);
         assert_eq!(c.model.path, dir.path().join("m.onnx"));
         assert_eq!(c.model.max_side, 960);
         assert!(c.model.labels.is_empty());

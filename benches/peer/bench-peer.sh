@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: edgewatch vs RapidOCR (ONNX Runtime + OpenCV) on the
 # same seeded 1080p and 4K images with text at known places, alternating runs.
-# Writes BENCHMARKS.md (or $OUT). Takes about 10 minutes on 2 cores.
+# Writes BENCHMARKS.md (or $OUT). Takes about 15 minutes on 2 cores.
 #
 #   benches/peer/bench-peer.sh [ROUNDS]          # default 3 rounds
 #   N1080=20 N4K=3 OUT=/tmp/b.md benches/peer/bench-peer.sh 1
+#   SOAK=2000 benches/peer/bench-peer.sh         # also RSS over 2,000 images
 #
 # RapidOCR and its pinned dependencies are installed into target/peer-pylib
 # (no virtualenv, nothing system-wide).
@@ -53,6 +54,13 @@ path = "$model"
 [tiling]
 mode = "off"
 EOF
+cat >"$data/half.toml" <<EOF
+# Frames resampled to half before tiling: about RapidOCR's resolution on 4K.
+[model]
+path = "$model"
+[tiling]
+scale = 0.5
+EOF
 cat >"$data/tiles.toml" <<EOF
 # Tiles on every frame larger than the model (1080p too).
 [model]
@@ -69,6 +77,7 @@ python3 benches/peer/compare.py \
   --runner "edgewatch, default:$data/default.toml" \
   --runner "edgewatch, tiling off:$data/whole.toml" \
   --runner "edgewatch, tiles always:$data/tiles.toml" \
+  --runner "edgewatch, tiles at scale 0.5:$data/half.toml" \
   --rounds "$rounds" \
   --command "benches/peer/bench-peer.sh $rounds" \
   --out "$out"
@@ -77,4 +86,11 @@ python3 benches/peer/compare.py \
 echo "running the criterion benches ..."
 cargo bench --locked --quiet --bench pipeline -- --noplot >"$data/criterion.txt" 2>/dev/null
 python3 benches/peer/criterion_table.py "$data/criterion.txt" >>"$out"
+
+# Optional: RSS over a long run (SOAK=2000 takes about 10 minutes).
+if [[ ${SOAK:-0} -gt 0 ]]; then
+  echo "soaking over $SOAK images ..."
+  python3 benches/peer/soak.py target/release/edgewatch "$data/default.toml" "$SOAK" \
+    "$data"/1080p/*.jpg >>"$out"
+fi
 echo "wrote $out"
