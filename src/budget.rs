@@ -305,7 +305,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<MemoryPlan, PlanError> {
                 return Err(PlanError {
                     key: "memory_budget_mb",
                     reason: format!(
-                        "{} MiB cannot hold {w} worker(s) with {} each ({}) and a 1 MP frame: that needs {} MiB; raise memory_budget_mb, or lower model.workers, tiling.tile or tiling.batch",
+                        "{} MiB cannot hold {w} worker(s) with {} each ({}) and a 1 MP frame: that needs {} MiB; raise memory_budget_mb, or lower model.workers, tiling.tile, tiling.batch or model.max_side",
                         input.budget_mb,
                         mib(cost.engine),
                         cost.engine_detail,
@@ -340,7 +340,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<MemoryPlan, PlanError> {
                         return Err(PlanError {
                             key: "memory_budget_mb",
                             reason: format!(
-                                "{} MiB cannot hold one worker with {} ({}) and a 1 MP frame: that needs {} MiB; raise memory_budget_mb, or lower tiling.tile or tiling.batch",
+                                "{} MiB cannot hold one worker with {} ({}) and a 1 MP frame: that needs {} MiB; raise memory_budget_mb, or lower tiling.tile, tiling.batch or model.max_side",
                                 input.budget_mb,
                                 mib(cost.engine),
                                 cost.engine_detail,
