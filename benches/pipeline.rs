@@ -7,20 +7,21 @@
 #[path = "../tests/common/textimg.rs"]
 mod textimg;
 
+#[path = "../tests/common/message.rs"]
+mod message;
+
 use std::hint::black_box;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use edgewatch::decode::db::{self, ProbMap};
-use edgewatch::decode::{DecodeConfig, Detection};
-use edgewatch::frame::FrameMeta;
-use edgewatch::infer::detector::{FrameResult, Timing};
-use edgewatch::infer::model::{LoadedModel, ModelInfo};
+use edgewatch::decode::DecodeConfig;
+use edgewatch::infer::model::LoadedModel;
 use edgewatch::infer::preprocess::{decode_file, whole_frame_size, Preprocessor};
 use edgewatch::infer::tiling::{TilePlan, TilingConfig};
 use edgewatch::infer::{Engine, ModelConfig};
 use edgewatch::sink::outbox::Outbox;
-use edgewatch::sink::payload::Message;
+use message::sample_message;
 
 /// A seeded JPEG with text, written once per run.
 fn sample(dir: &std::path::Path, w: u32, h: u32) -> std::path::PathBuf {
@@ -116,52 +117,13 @@ fn db_decode(c: &mut Criterion) {
     });
 }
 
-/// A 1080p frame's message with 8 text boxes (~1.6 KB of JSON).
-fn message(seq: u64) -> Message {
-    let detections = (0..8)
-        .map(|i| {
-            let y = 40.0 + i as f32 * 120.0;
-            Detection::from_quad(
-                "text",
-                0,
-                0.87,
-                [[100.0, y], [420.0, y], [420.0, y + 40.0], [100.0, y + 40.0]],
-            )
-        })
-        .collect();
-    let result = FrameResult {
-        width: 1920,
-        height: 1080,
-        detections,
-        timing: Timing {
-            decode: 20.0,
-            infer: 250.0,
-            post: 3.0,
-            total: 273.0,
-        },
-    };
-    let model = ModelInfo {
-        name: "ppocr-det-v4".into(),
-        sha256: "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9".into(),
-        backend: "tract-cpu",
-    };
-    let meta = FrameMeta {
-        source: "bench".into(),
-        seq,
-        id: format!("bench-{seq}"),
-        captured_at: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
-        path: None,
-    };
-    Message::new("bench", &meta, &model, &result)
-}
-
 fn sink(c: &mut Criterion) {
     c.bench_function("payload-encode/8-boxes", |b| {
-        b.iter(|| black_box(message(black_box(42)).to_json()))
+        b.iter(|| black_box(sample_message(black_box(42)).to_json()))
     });
     let dir = tempfile::tempdir().unwrap();
     let (outbox, _) = Outbox::open(dir.path(), 64 << 20).expect("open the outbox");
-    let payload = message(1).to_json();
+    let payload = sample_message(1).to_json();
     let mut seq = 0u64;
     c.bench_function("outbox-append+fsync+ack/1.6KB", |b| {
         b.iter(|| {

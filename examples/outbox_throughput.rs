@@ -2,14 +2,13 @@
 //! appended and fsynced, delivered, acknowledged, removed.
 //! Usage: cargo run --release --example outbox_throughput -- mqtt://127.0.0.1:1883 [COUNT]
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
+#[path = "../tests/common/message.rs"]
+mod message;
 
-use edgewatch::decode::Detection;
-use edgewatch::frame::FrameMeta;
-use edgewatch::infer::detector::{FrameResult, Timing};
-use edgewatch::infer::model::ModelInfo;
+use std::time::{Duration, Instant};
+
 use edgewatch::sink::mqtt::{MqttConfig, MqttSink};
-use edgewatch::sink::payload::Message;
+use message::sample_message;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,45 +28,9 @@ fn main() {
     while !stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    // A realistic message: a 1080p frame with 8 text boxes (~1.6 KB of JSON).
-    let detections = (0..8)
-        .map(|i| {
-            let y = 40.0 + i as f32 * 120.0;
-            Detection::from_quad(
-                "text",
-                0,
-                0.87,
-                [[100.0, y], [420.0, y], [420.0, y + 40.0], [100.0, y + 40.0]],
-            )
-        })
-        .collect();
-    let result = FrameResult {
-        width: 1920,
-        height: 1080,
-        detections,
-        timing: Timing {
-            decode: 20.0,
-            infer: 250.0,
-            post: 3.0,
-            total: 273.0,
-        },
-    };
-    let model = ModelInfo {
-        name: "ppocr-det-v4".into(),
-        sha256: "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9".into(),
-        backend: "tract-cpu",
-    };
     let started = Instant::now();
     for seq in 0..count as u64 {
-        let meta = FrameMeta {
-            source: "bench".into(),
-            seq,
-            id: format!("bench-{seq}"),
-            captured_at: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
-            path: None,
-        };
-        sink.publish(&Message::new("bench", &meta, &model, &result), || true)
-            .expect("append");
+        sink.publish(&sample_message(seq), || true).expect("append");
     }
     let appended = started.elapsed();
     while stats.acked.load(std::sync::atomic::Ordering::Relaxed) < count as u64 {

@@ -293,36 +293,40 @@ fn layouts_that_do_not_fit_fail_at_start_up_showing_the_shapes() {
         &cfg,
         &["[1, 1, 640, 640]", "YOLOv5", "YOLOv8", "model.family"],
     );
-    // A YOLO export left at the default family (db).
-    let cfg = config(dir.path(), "yolov8-squares.onnx", "");
-    fails_with(&cfg, &["[1, 7, 1369]", "DB (text)", "family = \"yolo\""]);
-    // Labels that do not match the class count.
-    let cfg = config(
-        dir.path(),
-        "yolov8-squares.onnx",
-        "family = \"yolo\"\nlabels = [\"a\", \"b\"]\n",
-    );
-    fails_with(&cfg, &["[1, 7, 1369]", "C = 2"]);
-    let cfg = config(
-        dir.path(),
-        "classify-colors.onnx",
-        "family = \"classify\"\nlabels = [\"a\", \"b\"]\n",
-    );
-    fails_with(&cfg, &["3 classes", "2 labels"]);
-    // A class filter naming no label.
-    let cfg = config(
-        dir.path(),
-        "yolov8-squares.onnx",
-        "family = \"yolo\"\n[decode]\nclasses = [\"dog\"]\n",
-    );
-    fails_with(&cfg, &["decode.classes", "\"dog\"", "red, green, blue"]);
-    // A fixed-input model told a different input size.
-    let cfg = config(
-        dir.path(),
-        "yolov8-squares.onnx",
-        "family = \"yolo\"\ninput = { width = 320, height = 320 }\n",
-    );
-    fails_with(&cfg, &["model.input", "640x640"]);
+    let cases: [(&str, &str, &[&str]); 5] = [
+        // A YOLO export left at the default family (db).
+        (
+            "yolov8-squares.onnx",
+            "",
+            &["[1, 7, 1369]", "DB (text)", "family = \"yolo\""],
+        ),
+        // Labels that do not match the class count.
+        (
+            "yolov8-squares.onnx",
+            "family = \"yolo\"\nlabels = [\"a\", \"b\"]\n",
+            &["[1, 7, 1369]", "C = 2"],
+        ),
+        (
+            "classify-colors.onnx",
+            "family = \"classify\"\nlabels = [\"a\", \"b\"]\n",
+            &["3 classes", "2 labels"],
+        ),
+        // A class filter naming no label.
+        (
+            "yolov8-squares.onnx",
+            "family = \"yolo\"\n[decode]\nclasses = [\"dog\"]\n",
+            &["decode.classes", "\"dog\"", "red, green, blue"],
+        ),
+        // A fixed-input model told a different input size.
+        (
+            "yolov8-squares.onnx",
+            "family = \"yolo\"\ninput = { width = 320, height = 320 }\n",
+            &["model.input", "640x640"],
+        ),
+    ];
+    for (model, extra, needles) in cases {
+        fails_with(&config(dir.path(), model, extra), needles);
+    }
 }
 
 #[test]
