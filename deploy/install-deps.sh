@@ -2,7 +2,7 @@
 # Installs the system packages edgewatch's quick start and tests use, when
 # missing: mosquitto + clients (the broker), a TrueType font (test images),
 # python3 + pip (model fetch), systemd-analyze (unit checks), openssl (test
-# certificates). Debian/Ubuntu; uses sudo when not root.
+# certificates), libclang (V4L2 bindings). Debian/Ubuntu; uses sudo when not root.
 set -euo pipefail
 
 need=()
@@ -13,6 +13,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The v4l crate generates its V4L2 bindings with bindgen, which loads libclang.
+compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/*/libclang*.so*' >/dev/null || need+=(libclang-dev)
 
 if [[ ${#need[@]} -eq 0 ]]; then
   echo "system packages ok"

@@ -6,6 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A fresh clone's debug build with tests takes about 6 GB; fail early and
+# say so rather than dying in the linker with "No space left on device".
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+free_kb=$(df -Pk "$target_dir" | awk 'NR==2 {print $4}')
+if (( free_kb < 8 * 1024 * 1024 )); then
+  echo "error: only $((free_kb / 1024)) MiB free under $target_dir; the test build needs about 8 GiB. Free some space (old target/ folders, /tmp) and run again." >&2
+  exit 1
+fi
+# Incremental caches only pay off on a machine that rebuilds; CI builds once.
+if [[ -n ${CI:-} ]]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 ./deploy/install-deps.sh
 ./engines/fetch-models.sh
 ./engines/make-test-models.sh

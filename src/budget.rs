@@ -61,6 +61,8 @@ pub struct PlanInput<'a> {
     pub max_pixels: Option<u64>,
     /// Configured sources.
     pub sources: usize,
+    /// Frame buffers camera and replay sources hold outside the workers.
+    pub stream_bytes: u64,
     /// CPU cores available.
     pub cores: usize,
 }
@@ -230,8 +232,16 @@ fn fixed_items(input: &PlanInput<'_>) -> Vec<Item> {
         },
         Item {
             name: "sources".into(),
-            bytes: SOURCE_BYTES * input.sources as u64,
-            detail: format!("{} source(s)", input.sources),
+            bytes: SOURCE_BYTES * input.sources as u64 + input.stream_bytes,
+            detail: if input.stream_bytes > 0 {
+                format!(
+                    "{} source(s), {:.1} MiB camera frames",
+                    input.sources,
+                    input.stream_bytes as f64 / MIB as f64
+                )
+            } else {
+                format!("{} source(s)", input.sources)
+            },
         },
         Item {
             name: "headroom".into(),
@@ -426,6 +436,7 @@ mod tests {
             tiling,
             max_pixels: None,
             sources: 1,
+            stream_bytes: 0,
             cores,
         }
     }

@@ -18,8 +18,10 @@ use crate::reload::{apply_reload, LiveSettings};
 use crate::sink::mqtt::MqttSink;
 use crate::sink::payload::Message;
 use crate::source::folder::{FolderJob, FolderSource};
-use crate::source::SourceConfig;
-use crate::supervise::{run_restarting, Heartbeats, Notifier};
+use crate::source::latest::{FramePool, FrameTicket, LatestFrame};
+use crate::source::stream::{self, CaptureError, FrameOutput, Open, StreamSettings};
+use crate::source::{Job, SourceConfig, STREAM_SPARE_FRAMES};
+use crate::supervise::{run_restarting, Heartbeats, Notifier, Stage};
 
 /// A configuration that only the loaded model could show to be wrong (labels
 /// or class names that do not fit it): exits 2 like any config error.
@@ -140,7 +142,7 @@ pub fn run(
         .map_err(anyhow::Error::msg)?,
     );
 
-    let (tx, rx) = bounded::<FolderJob>(workers * 2);
+    let (tx, rx) = bounded::<Job>(workers * 2);
     // Set by a stage that failed too often: the process exits non-zero.
     let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
     let source_ctx = SourceContext {
@@ -150,6 +152,8 @@ pub fn run(
         fatal: fatal.clone(),
         supervise: config.supervise.clone(),
         stall: stage_timeout,
+        workers,
+        max_pixels: plan.max_pixels,
     };
     let mut sources = RunningSources::default();
     for source in &config.sources {
@@ -167,7 +171,7 @@ pub fn run(
     });
     let mut pool = Vec::new();
     for i in 0..workers {
-        let rx: Receiver<FolderJob> = rx.clone();
+        let rx: Receiver<Job> = rx.clone();
         let sink = sink.clone();
         let stop = stop.clone();
         let device = config.device.clone();
@@ -342,12 +346,16 @@ pub fn run(
 
 /// What every source thread needs from the daemon.
 struct SourceContext {
-    tx: crossbeam_channel::Sender<FolderJob>,
+    tx: crossbeam_channel::Sender<Job>,
     heartbeats: Arc<Heartbeats>,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
     fatal: Arc<std::sync::Mutex<Option<String>>>,
     supervise: crate::supervise::SuperviseConfig,
     stall: Duration,
+    /// Inference workers (camera frames in flight at once).
+    workers: usize,
+    /// Largest frame the memory plan admits.
+    max_pixels: u64,
 }
 
 /// One running source: its configuration, its own stop flag, its thread.
@@ -366,28 +374,77 @@ struct RunningSources {
 
 impl RunningSources {
     fn start(&mut self, source: &SourceConfig, ctx: &SourceContext) -> anyhow::Result<()> {
-        let SourceConfig::Folder(f) = source;
-        let stage = format!("source:{}", f.name);
-        let beat = ctx.heartbeats.register(stage.clone(), ctx.stall);
+        let name = source.name().to_string();
+        let stage = format!("source:{name}");
         let own_stop = Arc::new(AtomicBool::new(false));
-        // Opened here so a source that cannot start is reported at once (at
-        // start-up that stops the daemon); later failures are restarted.
-        let mut first = Some(FolderSource::new(
-            f.clone(),
-            ctx.tx.clone(),
-            own_stop.clone(),
-        )?);
-        let (f, tx, stop, fatal, metrics, supervise, thread_beat) = (
-            f.clone(),
-            ctx.tx.clone(),
+        let mut body: SourceBody = match source {
+            SourceConfig::Folder(f) => {
+                // Opened here so a folder that cannot be used is reported at
+                // once (at start-up that stops the daemon); later failures
+                // are restarted.
+                let mut first = Some(FolderSource::new(
+                    f.clone(),
+                    ctx.tx.clone(),
+                    own_stop.clone(),
+                )?);
+                let (f, tx, stop) = (f.clone(), ctx.tx.clone(), own_stop.clone());
+                Box::new(move |beat| {
+                    let src = match first.take() {
+                        Some(s) => s,
+                        None => FolderSource::new(f.clone(), tx.clone(), stop.clone())
+                            .map_err(|e| e.to_string())?,
+                    };
+                    src.with_heartbeat(beat.clone())
+                        .run()
+                        .map_err(|e| e.to_string())
+                })
+            }
+            // A camera missing at start-up is not an error: it is retried
+            // until it is plugged in, and the other sources run meanwhile.
+            SourceConfig::Camera(c) => {
+                #[cfg(feature = "camera")]
+                {
+                    let settings = StreamSettings {
+                        name: name.clone(),
+                        fps: c.fps,
+                        every_nth: c.every_nth,
+                        reconnect_min: crate::source::camera::RECONNECT_MIN,
+                        reconnect_max: Duration::from_secs(c.reconnect_max_s),
+                        max_pixels: ctx.max_pixels,
+                    };
+                    let opener = crate::source::camera::V4l2Opener::new(c);
+                    stream_body(Box::new(opener), settings, ctx, own_stop.clone())
+                }
+                #[cfg(not(feature = "camera"))]
+                {
+                    let _ = c;
+                    anyhow::bail!("source {name}: this edgewatch was built without camera support (cargo feature `camera`); rebuild with it, or use a replay source");
+                }
+            }
+            SourceConfig::Replay(r) => {
+                let settings = StreamSettings {
+                    name: name.clone(),
+                    fps: r.fps,
+                    every_nth: r.every_nth,
+                    reconnect_min: crate::source::camera::RECONNECT_MIN,
+                    reconnect_max: Duration::from_secs(10),
+                    max_pixels: ctx.max_pixels,
+                };
+                let opener = crate::source::replay::ReplayOpener::new(r);
+                stream_body(Box::new(opener), settings, ctx, own_stop.clone())
+            }
+        };
+        let beat = ctx.heartbeats.register(stage.clone(), ctx.stall);
+        let (stop, fatal, metrics, supervise, thread_beat, heartbeats) = (
             own_stop.clone(),
             ctx.fatal.clone(),
             ctx.metrics.clone(),
             ctx.supervise.clone(),
             beat.clone(),
+            ctx.heartbeats.clone(),
         );
         let handle = std::thread::Builder::new()
-            .name(format!("src-{}", f.name))
+            .name(format!("src-{name}"))
             .spawn(move || {
                 run_restarting(
                     &thread_beat,
@@ -395,17 +452,12 @@ impl RunningSources {
                     &stop,
                     &fatal,
                     &|| metrics.stage_restarted(&stage),
-                    || {
-                        let src = match first.take() {
-                            Some(s) => s,
-                            None => FolderSource::new(f.clone(), tx.clone(), stop.clone())
-                                .map_err(|e| e.to_string())?,
-                        };
-                        src.with_heartbeat(thread_beat.clone())
-                            .run()
-                            .map_err(|e| e.to_string())
-                    },
-                )
+                    || body(&thread_beat),
+                );
+                // A source that finished (a replay file that ended) is not hung.
+                if !stop.load(Ordering::SeqCst) {
+                    heartbeats.remove(&thread_beat);
+                }
             })?;
         self.running.push(RunningSource {
             config: source.clone(),
@@ -463,7 +515,108 @@ impl RunningSources {
     }
 }
 
+/// What a source thread runs, restarted in place when it fails.
+type SourceBody = Box<dyn FnMut(&Arc<Stage>) -> Result<(), String> + Send>;
+
+/// The body of a camera or replay source's thread: streams until stopped.
+/// A device that cannot work with its config (wrong format, too large) is
+/// reported and retried slowly, so the rest of the daemon keeps serving and a
+/// swapped camera is picked up.
+fn stream_body(
+    mut opener: Box<dyn Open>,
+    settings: StreamSettings,
+    ctx: &SourceContext,
+    stop: Arc<AtomicBool>,
+) -> SourceBody {
+    let latest = LatestFrame::new(ctx.workers);
+    ctx.metrics.camera(&settings.name, latest.clone());
+    let out = FrameOutput {
+        latest,
+        pool: FramePool::new(ctx.workers + STREAM_SPARE_FRAMES as usize),
+        tx: ctx.tx.clone(),
+    };
+    Box::new(move |beat| {
+        let mut reported = String::new();
+        loop {
+            match stream::run(opener.as_mut(), &settings, &out, &stop, Some(beat.as_ref())) {
+                Ok(()) => return Ok(()),
+                Err(e @ CaptureError::Unusable { .. }) => {
+                    let text = e.to_string();
+                    if text != reported {
+                        tracing::error!(source = %settings.name, "camera {}: {text}; retrying every {} s", settings.name, settings.reconnect_max.as_secs());
+                        reported = text;
+                    }
+                    let until = std::time::Instant::now() + settings.reconnect_max;
+                    while std::time::Instant::now() < until {
+                        if stop.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                        beat.beat();
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+}
+
+/// One job: a file or a camera frame.
 fn process(
+    job: Job,
+    detector: &mut Detector,
+    sink: &MqttSink,
+    device: &str,
+    info: &crate::infer::model::ModelInfo,
+    stop: &AtomicBool,
+    metrics: &crate::telemetry::metrics::Metrics,
+) {
+    match job {
+        Job::File(job) => process_file(job, detector, sink, device, info, stop, metrics),
+        Job::Frame(ticket) => process_frame(ticket, detector, sink, device, info, stop, metrics),
+    }
+}
+
+/// The newest frame of a camera. Frames are not kept on disk: one that
+/// cannot be published (only while stopping) is logged as lost.
+fn process_frame(
+    ticket: FrameTicket,
+    detector: &mut Detector,
+    sink: &MqttSink,
+    device: &str,
+    info: &crate::infer::model::ModelInfo,
+    stop: &AtomicBool,
+    metrics: &crate::telemetry::metrics::Metrics,
+) {
+    let Some(frame) = ticket.take(Duration::from_secs(1)) else {
+        return;
+    };
+    let meta = &frame.meta;
+    match detector.detect_image(&frame.image) {
+        Ok(result) => {
+            let msg = Message::new(device, meta, info, &result);
+            if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
+                tracing::error!(source = %meta.source, frame_id = %meta.id, "frame {}: {e}; its detections are lost", meta.seq);
+                return;
+            }
+            metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
+            tracing::debug!(
+                source = %msg.source,
+                frame_id = %msg.id,
+                "frame {}: {} detection(s) in {:.0} ms",
+                meta.seq,
+                msg.detections.len(),
+                result.timing.total
+            );
+        }
+        Err(e) => {
+            metrics.frame_failed(&meta.source);
+            tracing::warn!(source = %meta.source, frame_id = %meta.id, stage = e.stage(), "frame {}: {e}", meta.seq);
+        }
+    }
+}
+
+fn process_file(
     job: FolderJob,
     detector: &mut Detector,
     sink: &MqttSink,

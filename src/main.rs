@@ -55,6 +55,35 @@ enum Command {
         #[arg(long)]
         detect: bool,
     },
+    /// List V4L2 cameras with their stable paths, formats, sizes and rates.
+    Cameras,
+    /// Record a replay file from a camera, or from still images.
+    Record {
+        /// Camera to record from (/dev/videoN or /dev/v4l/by-id/...).
+        #[arg(long, required_unless_present = "images", conflicts_with = "images")]
+        device: Option<PathBuf>,
+        /// Still images to turn into a stream instead (all one size).
+        #[arg(long, num_args = 1..)]
+        images: Vec<PathBuf>,
+        /// Pixel format: auto, mjpeg, yuyv, grey, rgb3 (images: default yuyv).
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// Frame width to ask the camera for.
+        #[arg(long, default_value_t = 1920)]
+        width: u32,
+        /// Frame height to ask the camera for.
+        #[arg(long, default_value_t = 1080)]
+        height: u32,
+        /// Frame rate (camera: asked for; images: spacing of the frames).
+        #[arg(long)]
+        fps: Option<f64>,
+        /// Frames to record from the camera.
+        #[arg(long, default_value_t = 100)]
+        frames: u64,
+        /// The replay file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,7 +97,127 @@ fn main() -> ExitCode {
             print_plan,
         } => detect(&config, &images, print_plan),
         Command::CheckConfig { file, detect } => check_config(&file, detect),
+        Command::Cameras => cameras(),
+        Command::Record {
+            device,
+            images,
+            format,
+            width,
+            height,
+            fps,
+            frames,
+            out,
+        } => record(RecordArgs {
+            device,
+            images,
+            format,
+            width,
+            height,
+            fps,
+            frames,
+            out,
+        }),
     }
+}
+
+#[cfg(feature = "camera")]
+fn cameras() -> ExitCode {
+    print!("{}", edgewatch::source::camera::list());
+    ExitCode::SUCCESS
+}
+
+#[cfg(not(feature = "camera"))]
+fn cameras() -> ExitCode {
+    eprintln!("edgewatch: built without camera support (cargo feature `camera`); rebuild with it to list cameras");
+    ExitCode::FAILURE
+}
+
+struct RecordArgs {
+    device: Option<PathBuf>,
+    images: Vec<PathBuf>,
+    format: String,
+    width: u32,
+    height: u32,
+    fps: Option<f64>,
+    frames: u64,
+    out: PathBuf,
+}
+
+fn record(args: RecordArgs) -> ExitCode {
+    use edgewatch::source::camera::FormatChoice;
+    use edgewatch::source::pixels::PixelFormat;
+    let choice: FormatChoice = match args.format.parse() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgewatch record: --format {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if !args.images.is_empty() {
+        let format = match choice {
+            FormatChoice::Auto | FormatChoice::Yuyv => PixelFormat::Yuyv,
+            FormatChoice::Mjpeg => PixelFormat::Mjpeg,
+            FormatChoice::Grey => PixelFormat::Grey,
+            FormatChoice::Rgb3 => PixelFormat::Rgb3,
+        };
+        let fps = args.fps.unwrap_or(1.0);
+        return match edgewatch::source::record::from_images(&args.images, format, fps, &args.out) {
+            Ok((w, h)) => {
+                eprintln!(
+                    "wrote {}: {} frame(s), {format} {w}x{h}, {fps} fps",
+                    args.out.display(),
+                    args.images.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edgewatch record: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    record_device(args, choice)
+}
+
+#[cfg(feature = "camera")]
+fn record_device(args: RecordArgs, format: edgewatch::source::camera::FormatChoice) -> ExitCode {
+    let cfg = edgewatch::source::camera::CameraConfig {
+        name: "record".into(),
+        device: args
+            .device
+            .expect("clap requires --device without --images"),
+        format,
+        width: args.width,
+        height: args.height,
+        fps: args.fps,
+        every_nth: 1,
+        buffers: 4,
+        frame_timeout_s: 5,
+        reconnect_max_s: 10,
+    };
+    let mut opener = edgewatch::source::camera::V4l2Opener::new(&cfg);
+    match edgewatch::source::record::from_device(&mut opener, args.frames, &args.out) {
+        Ok(granted) => {
+            eprintln!(
+                "wrote {}: {} frame(s), {granted}",
+                args.out.display(),
+                args.frames
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edgewatch record: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "camera"))]
+fn record_device(_: RecordArgs, _: edgewatch::source::camera::FormatChoice) -> ExitCode {
+    eprintln!(
+        "edgewatch: built without camera support (cargo feature `camera`); only --images works"
+    );
+    ExitCode::FAILURE
 }
 
 /// Exit status for a configuration that cannot be used.

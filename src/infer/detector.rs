@@ -9,7 +9,7 @@ use image::RgbImage;
 
 use super::model::Head;
 use super::placement::{Placement, LETTERBOX_FILL};
-use super::preprocess::{decode_file, whole_frame_size, DecodeError, Decoded, Preprocessor};
+use super::preprocess::{decode_file, whole_frame_size, DecodeError, Preprocessor};
 use super::tiling::{TilePlan, TilingConfig};
 use super::{Engine, InferError};
 use crate::decode::db::{self, ProbMap};
@@ -96,6 +96,14 @@ pub struct DetectorSettings {
     pub tiling: TilingConfig,
 }
 
+/// Pixels and the size of the frame they stand for (larger when a big JPEG
+/// was decoded scaled down).
+struct View<'a> {
+    image: &'a RgbImage,
+    frame_w: u32,
+    frame_h: u32,
+}
+
 /// One worker's detector: owns its engine and reusable buffers.
 pub struct Detector {
     engine: Box<dyn Engine>,
@@ -130,20 +138,34 @@ impl Detector {
     pub fn detect_file(&mut self, path: &Path) -> Result<FrameResult, FrameError> {
         let start = Instant::now();
         let decoded = decode_file(path, self.settings.max_pixels)?;
-        self.detect_from(decoded, start)
+        let view = View {
+            image: &decoded.image,
+            frame_w: decoded.frame_w,
+            frame_h: decoded.frame_h,
+        };
+        self.detect_view(view, start)
     }
 
     /// Detects on pixels already decoded.
     pub fn detect_rgb(&mut self, img: RgbImage) -> Result<FrameResult, FrameError> {
-        let decoded = Decoded {
-            frame_w: img.width(),
-            frame_h: img.height(),
-            image: img,
-        };
-        self.detect_from(decoded, Instant::now())
+        self.detect_image(&img)
     }
 
-    fn detect_from(&mut self, decoded: Decoded, start: Instant) -> Result<FrameResult, FrameError> {
+    /// Detects on pixels the caller keeps (a pooled camera frame).
+    pub fn detect_image(&mut self, img: &RgbImage) -> Result<FrameResult, FrameError> {
+        let view = View {
+            image: img,
+            frame_w: img.width(),
+            frame_h: img.height(),
+        };
+        self.detect_view(view, Instant::now())
+    }
+
+    fn detect_view(
+        &mut self,
+        decoded: View<'_>,
+        start: Instant,
+    ) -> Result<FrameResult, FrameError> {
         // Test-only hang, compiled into debug builds only: release binaries,
         // and so every production config, cannot turn it on.
         #[cfg(debug_assertions)]
@@ -200,7 +222,7 @@ impl Detector {
     fn boxes(
         &mut self,
         head: YoloHead,
-        decoded: &Decoded,
+        decoded: &View<'_>,
         timing: &mut Timing,
     ) -> Result<Vec<Detection>, FrameError> {
         let img = &decoded.image;
@@ -263,7 +285,7 @@ impl Detector {
     /// Text: tiles stitched into one map, or the whole frame, DB-decoded.
     fn text(
         &mut self,
-        decoded: &Decoded,
+        decoded: &View<'_>,
         timing: &mut Timing,
     ) -> Result<Vec<Detection>, FrameError> {
         let (frame_w, frame_h) = (decoded.frame_w, decoded.frame_h);
@@ -271,9 +293,9 @@ impl Detector {
         let (w, _) = whole_frame_size(img.width(), img.height(), self.settings.max_side);
         let whole_scale = w as f64 / img.width() as f64;
         let dets = if self.settings.tiling.tiles_frame(whole_scale) {
-            let mut dets = self.tiled(&decoded.image, frame_w, frame_h, timing)?;
+            let mut dets = self.tiled(decoded.image, frame_w, frame_h, timing)?;
             if self.settings.tiling.full_frame {
-                dets.extend(self.whole_frame(&decoded.image, frame_w, frame_h, timing)?);
+                dets.extend(self.whole_frame(decoded.image, frame_w, frame_h, timing)?);
                 // Text the whole-frame pass also found keeps the better quad.
                 let cfg = MergeConfig {
                     strategy: MergeStrategy::Nms,
@@ -284,7 +306,7 @@ impl Detector {
             }
             dets
         } else {
-            self.whole_frame(&decoded.image, frame_w, frame_h, timing)?
+            self.whole_frame(decoded.image, frame_w, frame_h, timing)?
         };
         Ok(dets)
     }

@@ -13,6 +13,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::Job;
 use crate::frame::FrameMeta;
 
 /// `[[source]] kind = "folder"`.
@@ -226,7 +227,7 @@ pub enum FolderError {
 pub struct FolderSource {
     cfg: FolderConfig,
     paths: Arc<FolderPaths>,
-    tx: Sender<FolderJob>,
+    tx: Sender<Job>,
     stop: Arc<AtomicBool>,
     seq: u64,
     next_scan: Instant,
@@ -237,7 +238,7 @@ impl FolderSource {
     /// Creates the directories (inbox, `.processing`, done, failed) if needed.
     pub fn new(
         cfg: FolderConfig,
-        tx: Sender<FolderJob>,
+        tx: Sender<Job>,
         stop: Arc<AtomicBool>,
     ) -> Result<FolderSource, FolderError> {
         let paths = cfg.paths();
@@ -428,9 +429,12 @@ impl FolderSource {
     /// Blocks while inference is busy: the file waits on disk, nothing is lost.
     fn send(&self, mut job: FolderJob) -> bool {
         loop {
-            match self.tx.send_timeout(job, Duration::from_millis(200)) {
+            match self
+                .tx
+                .send_timeout(Job::File(job), Duration::from_millis(200))
+            {
                 Ok(()) => return true,
-                Err(SendTimeoutError::Timeout(j)) => {
+                Err(SendTimeoutError::Timeout(Job::File(j))) => {
                     // Waiting for inference is legitimate; a hung worker is
                     // caught by its own heartbeat.
                     self.beat();
@@ -439,6 +443,9 @@ impl FolderSource {
                         return false;
                     }
                     job = j;
+                }
+                Err(SendTimeoutError::Timeout(Job::Frame(_))) => {
+                    unreachable!("only files are sent here")
                 }
                 Err(SendTimeoutError::Disconnected(_)) => return false,
             }
@@ -494,7 +501,7 @@ mod tests {
         cfg: FolderConfig,
         cap: usize,
     ) -> (
-        crossbeam_channel::Receiver<FolderJob>,
+        crossbeam_channel::Receiver<Job>,
         Arc<AtomicBool>,
         std::thread::JoinHandle<()>,
     ) {
@@ -505,9 +512,12 @@ mod tests {
         (rx, stop, t)
     }
 
-    fn recv(rx: &crossbeam_channel::Receiver<FolderJob>) -> FolderJob {
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("a job within 10 s")
+    fn recv(rx: &crossbeam_channel::Receiver<Job>) -> FolderJob {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Job::File(job)) => job,
+            Ok(Job::Frame(_)) => panic!("a folder sends files"),
+            Err(e) => panic!("no job within 10 s: {e}"),
+        }
     }
 
     #[test]

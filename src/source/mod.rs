@@ -1,6 +1,12 @@
 //! Frame sources. Each `[[source]]` table becomes one source.
 
+pub mod camera;
 pub mod folder;
+pub mod latest;
+pub mod pixels;
+pub mod record;
+pub mod replay;
+pub mod stream;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -8,7 +14,22 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::check_topic_segment;
-use folder::FolderConfig;
+use camera::CameraConfig;
+use folder::{FolderConfig, FolderJob};
+use latest::FrameTicket;
+use replay::ReplayConfig;
+
+/// Pooled frames a stream holds beyond one per worker: the slot and the
+/// frame being converted.
+pub const STREAM_SPARE_FRAMES: u64 = 2;
+
+/// Work for the inference workers.
+pub enum Job {
+    /// A claimed file: done or failed, it moves on.
+    File(FolderJob),
+    /// A claim on a camera's newest frame.
+    Frame(FrameTicket),
+}
 
 /// One `[[source]]` table, told apart by `kind`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -16,6 +37,10 @@ use folder::FolderConfig;
 pub enum SourceConfig {
     /// A watched folder.
     Folder(FolderConfig),
+    /// A V4L2 camera.
+    Camera(CameraConfig),
+    /// A recorded camera stream, played back.
+    Replay(ReplayConfig),
 }
 
 impl SourceConfig {
@@ -23,18 +48,42 @@ impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Folder(f) => &f.name,
+            SourceConfig::Camera(c) => &c.name,
+            SourceConfig::Replay(r) => &r.name,
+        }
+    }
+
+    /// Bytes a camera or replay source holds besides the frames in the
+    /// workers: the newest-frame slot, the frame being converted, and the
+    /// driver's mapped buffers. Folders hold no pixels.
+    pub fn stream_bytes(&self) -> u64 {
+        match self {
+            SourceConfig::Folder(_) => 0,
+            SourceConfig::Camera(c) => {
+                STREAM_SPARE_FRAMES * 3 * c.width as u64 * c.height as u64 + c.mapped_bytes()
+            }
+            SourceConfig::Replay(r) => replay::read_header(&r.path)
+                .map(|(h, _)| {
+                    let px = h.width as u64 * h.height as u64;
+                    // The read buffer holds one raw frame (at most RGB).
+                    STREAM_SPARE_FRAMES * 3 * px + 3 * px
+                })
+                .unwrap_or(0),
         }
     }
 
     pub(crate) fn resolve_paths(&mut self, resolve: &dyn Fn(&mut PathBuf)) {
         match self {
             SourceConfig::Folder(f) => f.resolve_paths(resolve),
+            SourceConfig::Camera(c) => c.resolve_paths(resolve),
+            SourceConfig::Replay(r) => r.resolve_paths(resolve),
         }
     }
 }
 
 /// Problems across all sources as (dotted key, reason): names must be unique
-/// topic segments and no two folders may share a directory.
+/// topic segments, no two folders may share a directory and no two cameras
+/// a device.
 pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
@@ -70,6 +119,26 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
                         ));
                     }
                     dirs.push((dir, key(k)));
+                }
+            }
+            SourceConfig::Camera(c) => {
+                for (k, reason) in c.validate() {
+                    out.push((key(k), reason));
+                }
+                if let Some((_, other)) = dirs.iter().find(|(d, _)| *d == c.device) {
+                    out.push((
+                        key("device"),
+                        format!(
+                            "{} is already used by {other}; a device streams to one source",
+                            c.device.display()
+                        ),
+                    ));
+                }
+                dirs.push((c.device.clone(), key("device")));
+            }
+            SourceConfig::Replay(r) => {
+                for (k, reason) in r.validate() {
+                    out.push((key(k), reason));
                 }
             }
         }

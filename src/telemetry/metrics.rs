@@ -9,6 +9,15 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::infer::detector::Timing;
+use crate::source::latest::LatestFrame;
+
+/// A camera stream whose counts are exported.
+struct CameraEntry {
+    source: String,
+    latest: std::sync::Arc<LatestFrame>,
+    /// Counts already added to the counters.
+    seen: [u64; 6],
+}
 use crate::infer::model::ModelInfo;
 
 /// `source` and `outcome` (`done`, `failed`).
@@ -69,6 +78,12 @@ pub struct Metrics {
     pub stalled_stages: Gauge,
     /// Restarts in place, by stage.
     pub restarts: Family<StageLabel, Counter>,
+    /// Camera frames by source and what became of them.
+    pub camera_frames: Family<FrameLabels, Counter>,
+    /// Camera reconnects by source.
+    pub camera_reconnects: Family<SourceLabel, Counter>,
+    /// Running camera streams, and the counts already exported from each.
+    cameras: std::sync::Mutex<Vec<CameraEntry>>,
 }
 
 impl Metrics {
@@ -137,6 +152,18 @@ impl Metrics {
             "Times a failed stage was restarted in place",
             restarts.clone(),
         );
+        let camera_frames = Family::<FrameLabels, Counter>::default();
+        registry.register(
+            "camera_frames",
+            "Camera frames by source and outcome (captured, skipped, dropped, bad, inferred)",
+            camera_frames.clone(),
+        );
+        let camera_reconnects = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "camera_reconnects",
+            "Times a camera was reopened after it was lost",
+            camera_reconnects.clone(),
+        );
         registry.register(
             "model",
             "The model being run",
@@ -158,6 +185,55 @@ impl Metrics {
             resident_bytes,
             stalled_stages,
             restarts,
+            camera_frames,
+            camera_reconnects,
+            cameras: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Exports a camera stream's counts from now on; a restarted stream
+    /// replaces the one of the same name, and its counters keep rising.
+    pub fn camera(&self, source: &str, latest: std::sync::Arc<LatestFrame>) {
+        self.sync_cameras();
+        let mut cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        cameras.retain(|c| c.source != source);
+        cameras.push(CameraEntry {
+            source: source.into(),
+            latest,
+            seen: [0; 6],
+        });
+    }
+
+    fn sync_cameras(&self) {
+        let mut cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        for cam in cameras.iter_mut() {
+            let c = &cam.latest.counts;
+            let now = [
+                &c.captured,
+                &c.skipped,
+                &c.dropped,
+                &c.bad,
+                &c.taken,
+                &c.reconnects,
+            ]
+            .map(|a| a.load(std::sync::atomic::Ordering::Relaxed));
+            for (i, outcome) in ["captured", "skipped", "dropped", "bad", "inferred"]
+                .iter()
+                .enumerate()
+            {
+                self.camera_frames
+                    .get_or_create(&FrameLabels {
+                        source: cam.source.clone(),
+                        outcome: (*outcome).into(),
+                    })
+                    .inc_by(now[i] - cam.seen[i]);
+            }
+            self.camera_reconnects
+                .get_or_create(&SourceLabel {
+                    source: cam.source.clone(),
+                })
+                .inc_by(now[5] - cam.seen[5]);
+            cam.seen = now;
         }
     }
 
@@ -209,6 +285,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        self.sync_cameras();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
