@@ -1,6 +1,7 @@
 //! Regression guards for the stages around the engine: decode + resize +
 //! normalise (1080p, 4K), DB decode on a real probability map, tile plan +
-//! stitch, outbox append (fsync included) and payload encode.
+//! stitch, outbox append (fsync included), payload encode, and camera frame
+//! conversion (YUYV, MJPEG with and without Huffman tables) at 1080p.
 //! `cargo bench --bench pipeline`; the model-free parts need no download, the
 //! DB decode needs engines/fetch-models.sh.
 
@@ -136,9 +137,46 @@ fn sink(c: &mut Criterion) {
     });
 }
 
+/// A camera frame into a pooled RGB buffer: what each inferred frame costs
+/// before the model sees it.
+fn camera_convert(c: &mut Criterion) {
+    use edgewatch::source::pixels::{Converter, PixelFormat};
+    use edgewatch::source::record::encode_frame;
+    let (img, _) = textimg::render(1920, 1080, 7, 12, 18, 40);
+    let mut out = image::RgbImage::new(1920, 1080);
+    let mut conv = Converter::new();
+    for format in [PixelFormat::Yuyv, PixelFormat::Mjpeg] {
+        let raw = encode_frame(&img, format);
+        c.bench_function(&format!("camera-convert/{format}/1080p"), |b| {
+            b.iter(|| {
+                conv.convert(format, 1920, 1080, black_box(&raw), &mut out)
+                    .unwrap()
+            })
+        });
+    }
+    // UVC cameras leave the standard Huffman tables out.
+    let jpeg = encode_frame(&img, PixelFormat::Mjpeg);
+    let mut bare = jpeg[..2].to_vec();
+    let mut i = 2;
+    while jpeg[i + 1] != 0xDA {
+        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+        if jpeg[i + 1] != 0xC4 {
+            bare.extend_from_slice(&jpeg[i..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    bare.extend_from_slice(&jpeg[i..]);
+    c.bench_function("camera-convert/mjpeg-no-dht/1080p", |b| {
+        b.iter(|| {
+            conv.convert(PixelFormat::Mjpeg, 1920, 1080, black_box(&bare), &mut out)
+                .unwrap()
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5));
-    targets = preprocess, tile_plan_and_stitch, db_decode, sink
+    targets = preprocess, tile_plan_and_stitch, db_decode, sink, camera_convert
 }
 criterion_main!(benches);

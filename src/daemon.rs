@@ -6,22 +6,22 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use crossbeam_channel::bounded;
 
 use crate::budget::MemoryPlan;
 use crate::config::Config;
-use crate::infer::detector::{Detector, DetectorSettings};
+use crate::infer::detector::DetectorSettings;
 use crate::infer::model::LoadedModel;
 use crate::infer::preprocess::whole_frame_size;
 use crate::infer::tract::use_multithreaded_matmul;
 use crate::reload::{apply_reload, LiveSettings};
 use crate::sink::mqtt::MqttSink;
-use crate::sink::payload::Message;
-use crate::source::folder::{FolderJob, FolderSource};
-use crate::source::latest::{FramePool, FrameTicket, LatestFrame};
+use crate::source::folder::FolderSource;
+use crate::source::latest::{FramePool, LatestFrame};
 use crate::source::stream::{self, CaptureError, FrameOutput, Open, StreamSettings};
 use crate::source::{Job, SourceConfig, STREAM_SPARE_FRAMES};
 use crate::supervise::{run_restarting, Heartbeats, Notifier, Stage};
+use crate::workers::{WorkerPool, WorkerShared};
 
 /// A configuration that only the loaded model could show to be wrong (labels
 /// or class names that do not fit it): exits 2 like any config error.
@@ -169,78 +169,23 @@ pub fn run(
         plan: plan.clone(),
         model: model.clone(),
     });
-    let mut pool = Vec::new();
-    for i in 0..workers {
-        let rx: Receiver<Job> = rx.clone();
-        let sink = sink.clone();
-        let stop = stop.clone();
-        let device = config.device.clone();
-        let model = model.clone();
-        let stage = format!("infer-{i}");
-        let beat = heartbeats.register(stage.clone(), infer_timeout);
-        let frames = frames.clone();
-        let live = live.clone();
-        let metrics = metrics.clone();
-        let fatal = fatal.clone();
-        let supervise = config.supervise.clone();
-        pool.push(
-            std::thread::Builder::new()
-                .name(stage.clone())
-                .spawn(move || {
-                    run_restarting(
-                        &beat,
-                        &supervise,
-                        &stop,
-                        &fatal,
-                        &|| metrics.stage_restarted(&stage),
-                        || {
-                            // A restart gets a fresh engine state: whatever a
-                            // panic left half-done is dropped with the old one.
-                            let engine = model.tract.engine().map_err(|e| e.to_string())?;
-                            let settings = live
-                                .settings
-                                .read()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .clone();
-                            let mut seen_generation = live.generation.load(Ordering::SeqCst);
-                            let mut detector = Detector::new(Box::new(engine), settings);
-                            loop {
-                                beat.beat();
-                                if stop.load(Ordering::SeqCst) {
-                                    return Ok(());
-                                }
-                                match rx.recv_timeout(Duration::from_millis(200)) {
-                                    Ok(job) => {
-                                        let g = live.generation.load(Ordering::SeqCst);
-                                        if g != seen_generation {
-                                            detector.set_settings(
-                                                live.settings
-                                                    .read()
-                                                    .unwrap_or_else(|p| p.into_inner())
-                                                    .clone(),
-                                            );
-                                            seen_generation = g;
-                                        }
-                                        process(
-                                            job,
-                                            &mut detector,
-                                            &sink,
-                                            &device,
-                                            &model.info,
-                                            &stop,
-                                            &metrics,
-                                        );
-                                        frames.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    Err(RecvTimeoutError::Timeout) => {}
-                                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                                }
-                            }
-                        },
-                    )
-                })?,
-        );
-    }
+    let mut pool = WorkerPool::start(
+        WorkerShared {
+            rx,
+            sink: sink.clone(),
+            stop: stop.clone(),
+            device: config.device.clone(),
+            model: model.clone(),
+            live: live.clone(),
+            metrics: metrics.clone(),
+            fatal: fatal.clone(),
+            supervise: config.supervise.clone(),
+            frames: frames.clone(),
+            heartbeats: heartbeats.clone(),
+            infer_timeout,
+        },
+        workers,
+    )?;
     tracing::info!(
         "edgewatch ready in {} ms: model {} ({}, {workers} worker(s)), {} source(s), broker {}",
         started.elapsed().as_millis(),
@@ -275,6 +220,9 @@ pub fn run(
     notifier.ready(&summary(std::time::Instant::now(), 0).1);
     let (mut window_start, mut window_frames) = (std::time::Instant::now(), 0);
     while !stop.load(Ordering::SeqCst) {
+        // Before the watchdog check: a hung worker that can be replaced in
+        // place does not cost the process a restart.
+        pool.replace_hung();
         notifier.tick(&heartbeats);
         if fatal.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             stop.store(true, Ordering::SeqCst);
@@ -317,7 +265,11 @@ pub fn run(
     let mut stuck = 0;
     sources.stop_all();
     drop(source_ctx);
-    for t in sources.into_handles().into_iter().chain(pool) {
+    for t in sources
+        .into_handles()
+        .into_iter()
+        .chain(pool.into_handles())
+    {
         while !t.is_finished() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -559,116 +511,4 @@ fn stream_body(
             }
         }
     })
-}
-
-/// One job: a file or a camera frame.
-fn process(
-    job: Job,
-    detector: &mut Detector,
-    sink: &MqttSink,
-    device: &str,
-    info: &crate::infer::model::ModelInfo,
-    stop: &AtomicBool,
-    metrics: &crate::telemetry::metrics::Metrics,
-) {
-    match job {
-        Job::File(job) => process_file(job, detector, sink, device, info, stop, metrics),
-        Job::Frame(ticket) => process_frame(ticket, detector, sink, device, info, stop, metrics),
-    }
-}
-
-/// The newest frame of a camera. Frames are not kept on disk: one that
-/// cannot be published (only while stopping) is logged as lost.
-fn process_frame(
-    ticket: FrameTicket,
-    detector: &mut Detector,
-    sink: &MqttSink,
-    device: &str,
-    info: &crate::infer::model::ModelInfo,
-    stop: &AtomicBool,
-    metrics: &crate::telemetry::metrics::Metrics,
-) {
-    let Some(frame) = ticket.take(Duration::from_secs(1)) else {
-        return;
-    };
-    let meta = &frame.meta;
-    match detector.detect_image(&frame.image) {
-        Ok(result) => {
-            let msg = Message::new(device, meta, info, &result);
-            if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
-                tracing::error!(source = %meta.source, frame_id = %meta.id, "frame {}: {e}; its detections are lost", meta.seq);
-                return;
-            }
-            metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
-            tracing::debug!(
-                source = %msg.source,
-                frame_id = %msg.id,
-                "frame {}: {} detection(s) in {:.0} ms",
-                meta.seq,
-                msg.detections.len(),
-                result.timing.total
-            );
-        }
-        Err(e) => {
-            metrics.frame_failed(&meta.source);
-            tracing::warn!(source = %meta.source, frame_id = %meta.id, stage = e.stage(), "frame {}: {e}", meta.seq);
-        }
-    }
-}
-
-fn process_file(
-    job: FolderJob,
-    detector: &mut Detector,
-    sink: &MqttSink,
-    device: &str,
-    info: &crate::infer::model::ModelInfo,
-    stop: &AtomicBool,
-    metrics: &crate::telemetry::metrics::Metrics,
-) {
-    let shown = job
-        .meta
-        .path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    match detector.detect_file(&job.path) {
-        Ok(result) => {
-            let msg = Message::new(device, &job.meta, info, &result);
-            // Durable before the file counts as processed: a crash after this
-            // re-sends (same id), a crash before it re-processes the file.
-            if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
-                // Left in .processing: the next start re-queues it.
-                tracing::error!(source = %job.meta.source, frame_id = %job.meta.id, "{shown}: {e}; the file stays queued for the next start");
-                return;
-            }
-            metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
-            match job.done() {
-                Ok(dest) => tracing::info!(
-                    source = %msg.source,
-                    frame_id = %msg.id,
-                    "{shown}: {} detection(s) in {:.0} ms -> {}",
-                    msg.detections.len(),
-                    result.timing.total,
-                    dest.display()
-                ),
-                Err(e) => {
-                    tracing::error!(source = %msg.source, frame_id = %msg.id, "{shown}: published, but cannot move it to done/: {e}")
-                }
-            }
-        }
-        Err(e) => {
-            metrics.frame_failed(&job.meta.source);
-            let stage = e.stage();
-            let reason = e.to_string();
-            let (source, frame_id) = (job.meta.source.clone(), job.meta.id.clone());
-            match job.failed(stage, &reason) {
-                Ok(dest) => {
-                    tracing::warn!(source = %source, frame_id = %frame_id, stage, "{shown}: {reason} (stage {stage}) -> {}", dest.display())
-                }
-                Err(io) => {
-                    tracing::error!(source = %source, frame_id = %frame_id, stage, "{shown}: {reason}; and cannot move it to failed/: {io}")
-                }
-            }
-        }
-    }
 }

@@ -12,3 +12,4 @@ pub mod sink;
 pub mod source;
 pub mod supervise;
 pub mod telemetry;
+pub mod workers;

@@ -124,7 +124,7 @@ fn drain(sock: &UnixDatagram, d: Duration) -> Vec<String> {
 }
 
 #[test]
-fn a_hung_inference_stops_the_watchdog_pings() {
+fn a_hung_worker_is_replaced_once_then_the_watchdog_pings_stop() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
     let http = common::free_port();
@@ -144,9 +144,34 @@ fn a_hung_inference_stops_the_watchdog_pings() {
         "pings while healthy: {healthy:?}"
     );
 
+    // The first hang: the worker is abandoned and a fresh one takes its
+    // place; the watchdog keeps being pinged.
     let (img, _) = common::textimg::render(320, 96, 3, 1, 30, 30);
-    common::save(&img, &dir.path().join("inbox/hang.png"));
-    daemon.wait_log("stage(s) hung: infer-0", Duration::from_secs(20));
+    common::save(&img, &dir.path().join("inbox/hang1.png"));
+    daemon.wait_log("stage infer-0 hung for", Duration::from_secs(20));
+    daemon.wait_log("restarted in place", Duration::from_secs(1));
+    let replaced = drain(&sock, Duration::from_secs(2));
+    assert!(
+        replaced.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "pings go on once the hung worker is replaced: {replaced:?}"
+    );
+    assert_eq!(common::http_get(http, "/healthz").0, 200);
+    let metrics = common::http_get(http, "/metrics").1;
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "edgewatch_stage_restarts_total{stage=\"infer-0\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // The second hang, while the first thread is still stuck: replacing it
+    // again would grow memory past the plan, so the pings stop and systemd
+    // restarts the process.
+    common::save(&img, &dir.path().join("inbox/hang2.png"));
+    daemon.wait_log("has not come back", Duration::from_secs(20));
+    daemon.wait_log("stage(s) hung: infer-0", Duration::from_secs(5));
     drain(&sock, Duration::from_millis(700));
     let after = drain(&sock, Duration::from_secs(3));
     assert!(

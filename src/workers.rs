@@ -1,0 +1,353 @@
+//! The inference workers: each takes jobs (files, camera frames) from the
+//! sources' queue, detects, and publishes. A worker that fails is restarted
+//! in place with back-off; one hung inside a model call (which cannot be
+//! interrupted) is abandoned and replaced by a fresh worker.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::infer::detector::Detector;
+use crate::infer::model::LoadedModel;
+use crate::reload::LiveSettings;
+use crate::sink::mqtt::MqttSink;
+use crate::sink::payload::Message;
+use crate::source::folder::FolderJob;
+use crate::source::latest::FrameTicket;
+use crate::source::Job;
+use crate::supervise::{run_restarting, Heartbeats, Stage, SuperviseConfig};
+use crate::telemetry::metrics::Metrics;
+
+/// What every worker shares.
+pub struct WorkerShared {
+    /// The sources' queue.
+    pub rx: Receiver<Job>,
+    /// The publisher.
+    pub sink: Arc<MqttSink>,
+    /// Set to stop the daemon.
+    pub stop: Arc<AtomicBool>,
+    /// Device name for messages.
+    pub device: String,
+    /// The loaded model (each worker makes its own engine state).
+    pub model: LoadedModel,
+    /// Settings a reload changes.
+    pub live: Arc<LiveSettings>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set by a stage that failed too often.
+    pub fatal: Arc<Mutex<Option<String>>>,
+    /// Restart limits.
+    pub supervise: SuperviseConfig,
+    /// Jobs done, for the status line.
+    pub frames: Arc<AtomicU64>,
+    /// Stage heartbeats.
+    pub heartbeats: Arc<Heartbeats>,
+    /// A worker silent this long is hung.
+    pub infer_timeout: Duration,
+}
+
+struct Worker {
+    index: usize,
+    stage: Arc<Stage>,
+    /// Set when the worker was replaced: should its model call ever return,
+    /// it exits instead of taking more jobs.
+    retired: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+/// The running workers, and those abandoned while hung.
+pub struct WorkerPool {
+    shared: Arc<WorkerShared>,
+    workers: Vec<Worker>,
+    abandoned: Vec<Worker>,
+    /// When workers were replaced, within the restart window.
+    replaced: VecDeque<Instant>,
+    /// A hang already reported as one that needs a process restart.
+    reported: bool,
+}
+
+impl WorkerPool {
+    /// Starts `n` workers.
+    pub fn start(shared: WorkerShared, n: usize) -> std::io::Result<WorkerPool> {
+        let shared = Arc::new(shared);
+        let workers = (0..n)
+            .map(|i| spawn(&shared, i))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(WorkerPool {
+            shared,
+            workers,
+            abandoned: Vec::new(),
+            replaced: VecDeque::new(),
+            reported: false,
+        })
+    }
+
+    /// Replaces each worker silent for longer than `infer_timeout`. Its
+    /// thread cannot be stopped, so it is abandoned and keeps its memory: at
+    /// most one abandoned worker may still be hung. A second hang leaves the
+    /// stage stalled, so the watchdog ping is withheld and systemd restarts
+    /// the process; so does replacing more than `max_restarts` times within
+    /// `restart_window_s`.
+    pub fn replace_hung(&mut self) {
+        self.abandoned.retain(|w| !w.handle.is_finished());
+        let shared = self.shared.clone();
+        for slot in 0..self.workers.len() {
+            let silent = self.workers[slot].stage.silent_for();
+            if silent <= shared.infer_timeout {
+                continue;
+            }
+            let name = self.workers[slot].stage.name().to_string();
+            if let Some(old) = self.abandoned.first() {
+                if !self.reported {
+                    tracing::error!(
+                        stage = %name,
+                        "stage {name} hung for {} s, and {} (hung earlier) has not come back: not replacing it, so memory stays within the plan; systemd will restart edgewatch",
+                        silent.as_secs(),
+                        old.stage.name()
+                    );
+                    self.reported = true;
+                }
+                continue;
+            }
+            let now = Instant::now();
+            self.replaced.push_back(now);
+            let window = Duration::from_secs(shared.supervise.restart_window_s);
+            while self
+                .replaced
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                self.replaced.pop_front();
+            }
+            if self.replaced.len() > shared.supervise.max_restarts as usize {
+                let why = format!(
+                    "inference hung {} times within {} s (limit {}); exiting so systemd restarts edgewatch",
+                    self.replaced.len(),
+                    window.as_secs(),
+                    shared.supervise.max_restarts
+                );
+                tracing::error!(stage = %name, "{why}");
+                *shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                shared.stop.store(true, Ordering::SeqCst);
+                return;
+            }
+            let fresh = match spawn(&shared, self.workers[slot].index) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(stage = %name, "stage {name} hung, and no thread can be started to replace it: {e}");
+                    continue;
+                }
+            };
+            let old = std::mem::replace(&mut self.workers[slot], fresh);
+            old.retired.store(true, Ordering::SeqCst);
+            shared.heartbeats.remove(&old.stage);
+            shared.metrics.stage_restarted(&name);
+            tracing::warn!(
+                stage = %name,
+                "stage {name} hung for {} s inside the model; restarted in place with a fresh engine (the hung thread is abandoned; a file it held is re-queued at the next start)",
+                silent.as_secs()
+            );
+            self.abandoned.push(old);
+        }
+    }
+
+    /// Every worker thread, abandoned ones included, for the stop.
+    pub fn into_handles(self) -> Vec<JoinHandle<()>> {
+        self.workers
+            .into_iter()
+            .chain(self.abandoned)
+            .map(|w| w.handle)
+            .collect()
+    }
+}
+
+fn spawn(shared: &Arc<WorkerShared>, index: usize) -> std::io::Result<Worker> {
+    let name = format!("infer-{index}");
+    let stage = shared
+        .heartbeats
+        .register(name.clone(), shared.infer_timeout);
+    let retired = Arc::new(AtomicBool::new(false));
+    let (s, beat, quit) = (shared.clone(), stage.clone(), retired.clone());
+    let handle = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            run_restarting(
+                &beat,
+                &s.supervise,
+                &s.stop,
+                &s.fatal,
+                &|| s.metrics.stage_restarted(&name),
+                || work(&s, &beat, &quit),
+            )
+        })?;
+    Ok(Worker {
+        index,
+        stage,
+        retired,
+        handle,
+    })
+}
+
+/// One worker's life: takes jobs until stopped or retired.
+fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), String> {
+    // A restart gets a fresh engine state: whatever a panic left half-done
+    // is dropped with the old one.
+    let engine = s.model.tract.engine().map_err(|e| e.to_string())?;
+    let settings = s
+        .live
+        .settings
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut seen_generation = s.live.generation.load(Ordering::SeqCst);
+    let mut detector = Detector::new(Box::new(engine), settings);
+    loop {
+        beat.beat();
+        if s.stop.load(Ordering::SeqCst) || retired.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match s.rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(job) => {
+                let g = s.live.generation.load(Ordering::SeqCst);
+                if g != seen_generation {
+                    detector.set_settings(
+                        s.live
+                            .settings
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone(),
+                    );
+                    seen_generation = g;
+                }
+                process(
+                    job,
+                    &mut detector,
+                    &s.sink,
+                    &s.device,
+                    &s.model.info,
+                    &s.stop,
+                    &s.metrics,
+                );
+                s.frames.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+    }
+}
+
+/// One job: a file or a camera frame.
+fn process(
+    job: Job,
+    detector: &mut Detector,
+    sink: &MqttSink,
+    device: &str,
+    info: &crate::infer::model::ModelInfo,
+    stop: &AtomicBool,
+    metrics: &crate::telemetry::metrics::Metrics,
+) {
+    match job {
+        Job::File(job) => process_file(job, detector, sink, device, info, stop, metrics),
+        Job::Frame(ticket) => process_frame(ticket, detector, sink, device, info, stop, metrics),
+    }
+}
+
+/// The newest frame of a camera. Frames are not kept on disk: one that
+/// cannot be published (only while stopping) is logged as lost.
+fn process_frame(
+    ticket: FrameTicket,
+    detector: &mut Detector,
+    sink: &MqttSink,
+    device: &str,
+    info: &crate::infer::model::ModelInfo,
+    stop: &AtomicBool,
+    metrics: &crate::telemetry::metrics::Metrics,
+) {
+    let Some(frame) = ticket.take(Duration::from_secs(1)) else {
+        return;
+    };
+    let meta = &frame.meta;
+    match detector.detect_image(&frame.image) {
+        Ok(result) => {
+            let msg = Message::new(device, meta, info, &result);
+            if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
+                tracing::error!(source = %meta.source, frame_id = %meta.id, "frame {}: {e}; its detections are lost", meta.seq);
+                return;
+            }
+            metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
+            tracing::debug!(
+                source = %msg.source,
+                frame_id = %msg.id,
+                "frame {}: {} detection(s) in {:.0} ms",
+                meta.seq,
+                msg.detections.len(),
+                result.timing.total
+            );
+        }
+        Err(e) => {
+            metrics.frame_failed(&meta.source);
+            tracing::warn!(source = %meta.source, frame_id = %meta.id, stage = e.stage(), "frame {}: {e}", meta.seq);
+        }
+    }
+}
+
+fn process_file(
+    job: FolderJob,
+    detector: &mut Detector,
+    sink: &MqttSink,
+    device: &str,
+    info: &crate::infer::model::ModelInfo,
+    stop: &AtomicBool,
+    metrics: &crate::telemetry::metrics::Metrics,
+) {
+    let shown = job
+        .meta
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    match detector.detect_file(&job.path) {
+        Ok(result) => {
+            let msg = Message::new(device, &job.meta, info, &result);
+            // Durable before the file counts as processed: a crash after this
+            // re-sends (same id), a crash before it re-processes the file.
+            if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
+                // Left in .processing: the next start re-queues it.
+                tracing::error!(source = %job.meta.source, frame_id = %job.meta.id, "{shown}: {e}; the file stays queued for the next start");
+                return;
+            }
+            metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
+            match job.done() {
+                Ok(dest) => tracing::info!(
+                    source = %msg.source,
+                    frame_id = %msg.id,
+                    "{shown}: {} detection(s) in {:.0} ms -> {}",
+                    msg.detections.len(),
+                    result.timing.total,
+                    dest.display()
+                ),
+                Err(e) => {
+                    tracing::error!(source = %msg.source, frame_id = %msg.id, "{shown}: published, but cannot move it to done/: {e}")
+                }
+            }
+        }
+        Err(e) => {
+            metrics.frame_failed(&job.meta.source);
+            let stage = e.stage();
+            let reason = e.to_string();
+            let (source, frame_id) = (job.meta.source.clone(), job.meta.id.clone());
+            match job.failed(stage, &reason) {
+                Ok(dest) => {
+                    tracing::warn!(source = %source, frame_id = %frame_id, stage, "{shown}: {reason} (stage {stage}) -> {}", dest.display())
+                }
+                Err(io) => {
+                    tracing::error!(source = %source, frame_id = %frame_id, stage, "{shown}: {reason}; and cannot move it to failed/: {io}")
+                }
+            }
+        }
+    }
+}
