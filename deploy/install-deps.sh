@@ -16,6 +16,14 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The v4l crate generates its V4L2 bindings with bindgen, which loads libclang.
 compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/*/libclang*.so*' >/dev/null || need+=(libclang-dev)
 
+# --cross: what cross/test.sh needs to run and package the aarch64 build.
+if [[ ${1:-} == --cross ]]; then
+  command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+  [[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]] || need+=(libc6-arm64-cross)
+  [[ -e /usr/aarch64-linux-gnu/lib/libgcc_s.so.1 ]] || need+=(libgcc-s1-arm64-cross)
+  command -v lintian >/dev/null 2>&1 || need+=(lintian)
+fi
+
 if [[ ${#need[@]} -eq 0 ]]; then
   echo "system packages ok"
   exit 0

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test edgewatch has, from a fresh clone: installs what is missing,
 # fetches the model, builds the small YOLO/classifier test models, checks
-# formatting and lints, then runs unit and integration tests (real mosquitto,
-# real models, real files).
+# formatting and lints, runs unit and integration tests (real mosquitto,
+# real models, real files), then builds the aarch64 binary for glibc 2.27,
+# runs it under qemu and tests its .deb (cross/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ if [[ -n ${CI:-} ]]; then
   export CARGO_INCREMENTAL=0
 fi
 
-./deploy/install-deps.sh
+./deploy/install-deps.sh --cross
 ./engines/fetch-models.sh
 ./engines/make-test-models.sh
 
@@ -30,3 +31,5 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+echo "== aarch64 (Jetson) build, qemu run, .deb"
+./cross/test.sh

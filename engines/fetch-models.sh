@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Fetches the default text-detection model (PP-OCRv4 det, Apache-2.0) from the
 # rapidocr-onnxruntime wheel on PyPI and verifies it by sha256.
-# Idempotent: does nothing when engines/ppocr-det-v4.onnx is already correct.
+# Idempotent: does nothing when the model is already there and correct.
+# Usage: fetch-models.sh [DIR]   (default: beside this script, engines/; the
+# package installs it as /usr/share/edgewatch/fetch-models.sh and passes
+# /var/lib/edgewatch/engines)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-dest="$here/ppocr-det-v4.onnx"
+dir=${1:-$here}
+mkdir -p "$dir"
+dest="$dir/ppocr-det-v4.onnx"
 want=d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9
 wheel_req="rapidocr-onnxruntime==1.4.4"
 member="rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The Jetson build, checked here: builds the aarch64 binary for glibc 2.27,
+# runs `--version` and one `detect` under qemu-aarch64 and compares the
+# detections with the x86 build's, then builds the arm64 .deb and tests its
+# install, unit, lintian and removal. deploy/test.sh runs this after the
+# tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./cross/build.sh aarch64
+# The x86 reference and the sample image (debug, as the tests built them).
+cargo build --locked --bin edgewatch --example make_samples
+bin=target/aarch64-unknown-linux-gnu/dist/edgewatch
+qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+
+echo "== $bin --version under qemu-aarch64"
+"${qemu[@]}" "$bin" --version
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+target/debug/examples/make_samples "$work" 1 640 480 4 22 34 >/dev/null
+img="$work/sample-000.jpg"
+printf '[model]\npath = "%s/engines/ppocr-det-v4.onnx"\n' "$PWD" >"$work/detect.toml"
+echo "== detect under qemu-aarch64 vs x86"
+start=$(date +%s%N)
+"${qemu[@]}" "$bin" detect --config "$work/detect.toml" "$img" >"$work/arm.json"
+echo "aarch64 detect under qemu took $(( ($(date +%s%N) - start) / 1000000 )) ms"
+target/debug/edgewatch detect --config "$work/detect.toml" "$img" >"$work/x86.json"
+python3 - "$work/arm.json" "$work/x86.json" <<'PY'
+import json, sys
+arm, x86 = (json.loads(open(p).readline()) for p in sys.argv[1:3])
+a = [d["box"] for d in arm["detections"]]
+b = [d["box"] for d in x86["detections"]]
+print(f"aarch64: {len(a)} boxes, x86: {len(b)} boxes")
+for d in arm["detections"]:
+    print("  aarch64", d["label"], round(d["score"], 3), [round(v, 1) for v in d["box"]])
+assert a, "the sample has text; aarch64 found none"
+assert len(a) == len(b), f"box counts differ: {len(a)} vs {len(b)}"
+worst = max(abs(p - q) for x, y in zip(a, b) for p, q in zip(x, y))
+assert worst <= 1.0, f"boxes differ by up to {worst:.2f} px"
+print(f"same detections (boxes within {worst:.2f} px)")
+PY
+
+./deploy/deb/build-deb.sh "$bin" arm64
+./deploy/deb/test-deb.sh target/deb/edgewatch_*_arm64.deb
