@@ -18,3 +18,26 @@ pub struct FrameMeta {
     /// Where the frame came from, for files.
     pub path: Option<PathBuf>,
 }
+
+/// A message id, `{source}-{16 hex digits}`: the first 8 bytes of SHA-256
+/// over `parts`, then `at` in nanoseconds since the epoch. Every source's
+/// ids look alike; which parts make one stable is each source's choice.
+pub fn frame_id(source: &str, parts: &[&[u8]], at: SystemTime) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part);
+    }
+    let nanos = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.update(nanos.to_le_bytes());
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{source}-{hex}")
+}

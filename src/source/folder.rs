@@ -11,7 +11,6 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::Job;
 use crate::frame::FrameMeta;
@@ -464,21 +463,14 @@ fn is_complete_file_event(kind: &EventKind) -> bool {
 
 /// Same file (name, size, modification time) → same id, across restarts.
 fn stable_id(source: &str, original: &Path, size: u64, mtime: SystemTime) -> String {
-    let mut h = Sha256::new();
-    h.update(original.file_name().unwrap_or_default().as_encoded_bytes());
-    h.update(size.to_le_bytes());
-    let nanos = mtime
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    h.update(nanos.to_le_bytes());
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{source}-{hex}")
+    crate::frame::frame_id(
+        source,
+        &[
+            original.file_name().unwrap_or_default().as_encoded_bytes(),
+            &size.to_le_bytes(),
+        ],
+        mtime,
+    )
 }
 
 #[cfg(test)]

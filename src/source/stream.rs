@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Sender, TrySendError};
-use sha2::{Digest, Sha256};
 
 use super::latest::{CapturedFrame, FramePool, LatestFrame, Pacer};
 use super::pixels::{Converter, PixelFormat};
@@ -253,7 +252,11 @@ pub fn run(
                 meta: FrameMeta {
                     source: name.clone(),
                     seq,
-                    id: frame_id(name, captured_at, seq),
+                    id: crate::frame::frame_id(
+                        name,
+                        &[name.as_bytes(), &seq.to_le_bytes()],
+                        captured_at,
+                    ),
                     captured_at,
                     path: None,
                 },
@@ -282,23 +285,4 @@ fn sleep_beating(d: Duration, stop: &AtomicBool, beat: &dyn Fn()) {
         beat();
         std::thread::sleep(Duration::from_millis(50).min(d));
     }
-}
-
-/// Unique per frame: source, capture time and sequence number.
-fn frame_id(source: &str, at: SystemTime, seq: u64) -> String {
-    let mut h = Sha256::new();
-    h.update(source.as_bytes());
-    let nanos = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    h.update(nanos.to_le_bytes());
-    h.update(seq.to_le_bytes());
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{source}-{hex}")
 }
