@@ -58,32 +58,7 @@ enum Command {
     /// List V4L2 cameras with their stable paths, formats, sizes and rates.
     Cameras,
     /// Record a replay file from a camera, or from still images.
-    Record {
-        /// Camera to record from (/dev/videoN or /dev/v4l/by-id/...).
-        #[arg(long, required_unless_present = "images", conflicts_with = "images")]
-        device: Option<PathBuf>,
-        /// Still images to turn into a stream instead (all one size).
-        #[arg(long, num_args = 1..)]
-        images: Vec<PathBuf>,
-        /// Pixel format: auto, mjpeg, yuyv, grey, rgb3 (images: default yuyv).
-        #[arg(long, default_value = "auto")]
-        format: String,
-        /// Frame width to ask the camera for.
-        #[arg(long, default_value_t = 1920)]
-        width: u32,
-        /// Frame height to ask the camera for.
-        #[arg(long, default_value_t = 1080)]
-        height: u32,
-        /// Frame rate (camera: asked for; images: spacing of the frames).
-        #[arg(long)]
-        fps: Option<f64>,
-        /// Frames to record from the camera.
-        #[arg(long, default_value_t = 100)]
-        frames: u64,
-        /// The replay file to write.
-        #[arg(long, short)]
-        out: PathBuf,
-    },
+    Record(RecordArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,25 +73,7 @@ fn main() -> ExitCode {
         } => detect(&config, &images, print_plan),
         Command::CheckConfig { file, detect } => check_config(&file, detect),
         Command::Cameras => cameras(),
-        Command::Record {
-            device,
-            images,
-            format,
-            width,
-            height,
-            fps,
-            frames,
-            out,
-        } => record(RecordArgs {
-            device,
-            images,
-            format,
-            width,
-            height,
-            fps,
-            frames,
-            out,
-        }),
+        Command::Record(args) => record(args),
     }
 }
 
@@ -132,14 +89,31 @@ fn cameras() -> ExitCode {
     ExitCode::FAILURE
 }
 
+#[derive(clap::Args)]
 struct RecordArgs {
+    /// Camera to record from (/dev/videoN or /dev/v4l/by-id/...).
+    #[arg(long, required_unless_present = "images", conflicts_with = "images")]
     device: Option<PathBuf>,
+    /// Still images to turn into a stream instead (all one size).
+    #[arg(long, num_args = 1..)]
     images: Vec<PathBuf>,
+    /// Pixel format: auto, mjpeg, yuyv, grey, rgb3 (images: default yuyv).
+    #[arg(long, default_value = "auto")]
     format: String,
+    /// Frame width to ask the camera for.
+    #[arg(long, default_value_t = 1920)]
     width: u32,
+    /// Frame height to ask the camera for.
+    #[arg(long, default_value_t = 1080)]
     height: u32,
+    /// Frame rate (camera: asked for; images: spacing of the frames).
+    #[arg(long)]
     fps: Option<f64>,
+    /// Frames to record from the camera.
+    #[arg(long, default_value_t = 100)]
     frames: u64,
+    /// The replay file to write.
+    #[arg(long, short)]
     out: PathBuf,
 }
 

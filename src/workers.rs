@@ -223,15 +223,7 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
                     );
                     seen_generation = g;
                 }
-                process(
-                    job,
-                    &mut detector,
-                    &s.sink,
-                    &s.device,
-                    &s.model.info,
-                    &s.stop,
-                    &s.metrics,
-                );
+                process(job, &mut detector, s);
                 s.frames.fetch_add(1, Ordering::Relaxed);
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -241,32 +233,23 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
 }
 
 /// One job: a file or a camera frame.
-fn process(
-    job: Job,
-    detector: &mut Detector,
-    sink: &MqttSink,
-    device: &str,
-    info: &crate::infer::model::ModelInfo,
-    stop: &AtomicBool,
-    metrics: &crate::telemetry::metrics::Metrics,
-) {
+fn process(job: Job, detector: &mut Detector, s: &WorkerShared) {
     match job {
-        Job::File(job) => process_file(job, detector, sink, device, info, stop, metrics),
-        Job::Frame(ticket) => process_frame(ticket, detector, sink, device, info, stop, metrics),
+        Job::File(job) => process_file(job, detector, s),
+        Job::Frame(ticket) => process_frame(ticket, detector, s),
     }
 }
 
 /// The newest frame of a camera. Frames are not kept on disk: one that
 /// cannot be published (only while stopping) is logged as lost.
-fn process_frame(
-    ticket: FrameTicket,
-    detector: &mut Detector,
-    sink: &MqttSink,
-    device: &str,
-    info: &crate::infer::model::ModelInfo,
-    stop: &AtomicBool,
-    metrics: &crate::telemetry::metrics::Metrics,
-) {
+fn process_frame(ticket: FrameTicket, detector: &mut Detector, s: &WorkerShared) {
+    let (sink, device, info, stop, metrics) = (
+        &*s.sink,
+        s.device.as_str(),
+        &s.model.info,
+        &*s.stop,
+        &*s.metrics,
+    );
     let Some(frame) = ticket.take(Duration::from_secs(1)) else {
         return;
     };
@@ -295,15 +278,14 @@ fn process_frame(
     }
 }
 
-fn process_file(
-    job: FolderJob,
-    detector: &mut Detector,
-    sink: &MqttSink,
-    device: &str,
-    info: &crate::infer::model::ModelInfo,
-    stop: &AtomicBool,
-    metrics: &crate::telemetry::metrics::Metrics,
-) {
+fn process_file(job: FolderJob, detector: &mut Detector, s: &WorkerShared) {
+    let (sink, device, info, stop, metrics) = (
+        &*s.sink,
+        s.device.as_str(),
+        &s.model.info,
+        &*s.stop,
+        &*s.metrics,
+    );
     let shown = job
         .meta
         .path
