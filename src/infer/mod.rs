@@ -5,6 +5,7 @@ pub mod detector;
 pub mod model;
 pub mod placement;
 pub mod preprocess;
+pub mod tensorrt;
 pub mod tiling;
 pub mod tract;
 
@@ -171,10 +172,9 @@ impl ModelConfig {
             ));
         }
         if self.backend == Backend::Tensorrt {
-            out.push((
-                "backend",
-                "backend \"tensorrt\" is not available in this build (CPU only); use backend = \"cpu\"".into(),
-            ));
+            if let Some(why) = tensorrt::unavailable_reason() {
+                out.push(("backend", why));
+            }
         }
         if self.labels.iter().any(|l| l.trim().is_empty()) {
             out.push(("labels", "labels must not be empty strings".into()));
@@ -199,6 +199,11 @@ impl ModelConfig {
 
     /// Worker threads to use.
     pub fn worker_count(&self) -> usize {
+        // One GPU runs one engine at a time; more workers would only hold
+        // more copies of it in the Nano's shared memory.
+        if self.backend == Backend::Tensorrt {
+            return self.workers.unwrap_or(1);
+        }
         self.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -1,0 +1,52 @@
+//! The TensorRT backend: FP16 engines built from the ONNX file on the device
+//! itself, cached, and run through a small C++ shim (`shim/`).
+//!
+//! Everything that needs no GPU is always compiled and tested: the engine
+//! cache, the library loader, the build decisions, the FP16 check and the
+//! background build. The shim and the engine that drives it need the
+//! `tensorrt` feature (and TensorRT's headers to compile).
+
+pub mod background;
+pub mod cache;
+pub mod check;
+pub mod ffi;
+pub mod libs;
+pub mod settings;
+
+#[cfg(feature = "tensorrt")]
+pub mod backend;
+#[cfg(feature = "tensorrt")]
+pub mod engine;
+
+/// TensorRT majors the shim in this binary was compiled for (none without
+/// the feature).
+pub fn compiled_major() -> Option<u32> {
+    #[cfg(feature = "tensorrt")]
+    {
+        // SAFETY: returns a constant.
+        Some((unsafe { ffi::ew_trt_header_version() } / 10_000) as u32)
+    }
+    #[cfg(not(feature = "tensorrt"))]
+    {
+        None
+    }
+}
+
+/// Why `backend = "tensorrt"` cannot run with this binary on this machine:
+/// always, without the feature; the message says whether TensorRT is here.
+pub fn unavailable_reason() -> Option<String> {
+    if compiled_major().is_some() {
+        return None;
+    }
+    let found = libs::Libraries::open(&libs::SearchPaths::from_env(), &[8, 10, 11], None);
+    Some(match found {
+        Ok(l) => format!(
+            "this edgewatch was built without TensorRT support, though TensorRT {} is installed ({}): install the edgewatch build with the tensorrt feature (cargo build --release --features tensorrt), or use backend = \"cpu\"",
+            l.version, l.paths[0]
+        ),
+        Err(e) => format!(
+            "this edgewatch was built without TensorRT support (cargo feature \"tensorrt\"), and this machine has none either: {}",
+            e.to_string().trim_start_matches("backend \"tensorrt\": ")
+        ),
+    })
+}
