@@ -63,6 +63,9 @@ pub struct PlanInput<'a> {
     pub sources: usize,
     /// Frame buffers camera and replay sources hold outside the workers.
     pub stream_bytes: u64,
+    /// A GPU backend's own cost (TensorRT runtime, engine, activations),
+    /// planned as one fixed item.
+    pub accelerator: Option<Item>,
     /// CPU cores available.
     pub cores: usize,
 }
@@ -210,6 +213,12 @@ fn fixed_items(input: &PlanInput<'_>) -> Vec<Item> {
         TilingMode::Tiles => 1 + input.tiling.full_frame as u64 + (input.tiling.batch > 1) as u64,
         _ => MAX_PLANS,
     };
+    let mut items = fixed_cpu_items(input, plans);
+    items.extend(input.accelerator.clone());
+    items
+}
+
+fn fixed_cpu_items(input: &PlanInput<'_>, plans: u64) -> Vec<Item> {
     vec![
         Item {
             name: "runtime".into(),
@@ -437,6 +446,7 @@ mod tests {
             max_pixels: None,
             sources: 1,
             stream_bytes: 0,
+            accelerator: None,
             cores,
         }
     }

@@ -48,6 +48,9 @@ pub struct Config {
     /// Health and metrics endpoint.
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// The TensorRT backend (`model.backend = "tensorrt"`).
+    #[serde(default)]
+    pub tensorrt: crate::infer::tensorrt::settings::TensorrtConfig,
 }
 
 fn default_device() -> String {
@@ -172,6 +175,10 @@ impl Config {
             }
         };
         resolve(&mut self.model.path);
+        resolve(&mut self.tensorrt.engines);
+        if let Some(p) = self.tensorrt.reference_image.as_mut() {
+            resolve(p);
+        }
         if let Some(p) = self.model.labels_file.as_mut() {
             resolve(p);
         }
@@ -235,6 +242,9 @@ impl Config {
                 bad(e.key, e.reason);
             }
         }
+        for (key, reason) in self.tensorrt.validate() {
+            bad(&format!("tensorrt.{key}"), reason);
+        }
         for (key, reason) in self.decode.validate() {
             bad(&format!("decode.{key}"), reason);
         }
@@ -277,9 +287,21 @@ impl Config {
         let model_bytes = std::fs::metadata(&self.model.path)
             .map(|m| m.len())
             .unwrap_or(0);
+        // One engine on one GPU: more workers would only hold more copies.
+        let mut model = self.model.clone();
+        let accelerator = (model.backend == crate::infer::Backend::Tensorrt).then(|| {
+            model.workers = Some(model.workers.unwrap_or(1));
+            crate::infer::tensorrt::settings::plan_item(
+                &self.tensorrt,
+                self.memory_budget_mb,
+                model_bytes,
+                self.model.max_side,
+                self.tiling.batch,
+            )
+        });
         crate::budget::plan(&PlanInput {
             budget_mb: self.memory_budget_mb,
-            model: &self.model,
+            model: &model,
             model_bytes,
             tiling: &self.tiling,
             max_pixels: self.max_pixels,
@@ -288,6 +310,7 @@ impl Config {
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            accelerator,
         })
     }
 }

@@ -88,18 +88,7 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
     }
     // The shape most frames will use is optimised now: a broken model fails
     // at start-up, and the first frame is fast.
-    // The shape of a 1080p frame, the most common one, tiled or whole.
-    let side = config.model.max_side;
-    let (w, _) = whole_frame_size(1920, 1080, side);
-    let warm = if config.tiling.tiles_frame(w as f64 / 1920.0) {
-        let plan = crate::infer::tiling::TilePlan::new(1920, 1080, &config.tiling);
-        let (h, w) = plan.shapes()[0];
-        [config.tiling.batch as usize, 3, h as usize, w as usize]
-    } else {
-        let (w, h) = whole_frame_size(16 * side, 9 * side, side);
-        [1, 3, h as usize, w as usize]
-    };
-    let model = LoadedModel::load(&config.model, warm)?;
+    let model = LoadedModel::load(&config.model, warm_shape(config))?;
     tracing::info!(
         "model {}: {} classes, labels from {}, input {}x{}",
         model.info.name,
@@ -109,6 +98,20 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
         model.input.1
     );
     Ok((model, plan))
+}
+
+/// The NCHW input of a 1080p frame, the most common one, tiled or whole.
+pub fn warm_shape(config: &Config) -> [usize; 4] {
+    let side = config.model.max_side;
+    let (w, _) = whole_frame_size(1920, 1080, side);
+    if config.tiling.tiles_frame(w as f64 / 1920.0) {
+        let plan = crate::infer::tiling::TilePlan::new(1920, 1080, &config.tiling);
+        let (h, w) = plan.shapes()[0];
+        [config.tiling.batch as usize, 3, h as usize, w as usize]
+    } else {
+        let (w, h) = whole_frame_size(16 * side, 9 * side, side);
+        [1, 3, h as usize, w as usize]
+    }
 }
 
 /// Runs until `stop` is set, then finishes the frames in flight, waits briefly
@@ -169,6 +172,15 @@ pub fn run(
         plan: plan.clone(),
         model: model.clone(),
     });
+    let engines = Arc::new(crate::infer::EngineSlot::new(Arc::new(model.tract.clone())));
+    #[cfg(feature = "tensorrt")]
+    let mut gpu = crate::infer::tensorrt::backend::Startup::begin(
+        config_path,
+        &config,
+        &model,
+        &engines,
+        &metrics,
+    )?;
     let mut pool = WorkerPool::start(
         WorkerShared {
             rx,
@@ -176,6 +188,7 @@ pub fn run(
             stop: stop.clone(),
             device: config.device.clone(),
             model: model.clone(),
+            engines: engines.clone(),
             live: live.clone(),
             metrics: metrics.clone(),
             fatal: fatal.clone(),
@@ -190,7 +203,7 @@ pub fn run(
         "edgewatch ready in {} ms: model {} ({}, {workers} worker(s)), {} source(s), broker {}",
         started.elapsed().as_millis(),
         model.info.name,
-        model.info.backend,
+        engines.current().1.label(),
         config.sources.len(),
         mqtt_cfg.url
     );
@@ -223,6 +236,8 @@ pub fn run(
         // Before the watchdog check: a hung worker that can be replaced in
         // place does not cost the process a restart.
         pool.replace_hung();
+        #[cfg(feature = "tensorrt")]
+        gpu.poll(&config, &model, &engines, &metrics);
         notifier.tick(&heartbeats);
         if fatal.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             stop.store(true, Ordering::SeqCst);
@@ -259,6 +274,8 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(100));
     }
     notifier.stopping();
+    #[cfg(feature = "tensorrt")]
+    gpu.stop();
     tracing::info!("stopping: finishing frames in flight");
     // A hung stage must not hold the process past systemd's stop timeout.
     let deadline = std::time::Instant::now() + STOP_TIMEOUT;

@@ -55,6 +55,13 @@ enum Command {
         #[arg(long)]
         detect: bool,
     },
+    /// Build the TensorRT engine for a configuration ahead of time (first
+    /// boot, package post-install), with progress and its memory needs.
+    BuildEngine {
+        /// Configuration file (model.backend = "tensorrt").
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// List V4L2 cameras with their stable paths, formats, sizes and rates.
     Cameras,
     /// Record a replay file from a camera, or from still images.
@@ -72,8 +79,38 @@ fn main() -> ExitCode {
             print_plan,
         } => detect(&config, &images, print_plan),
         Command::CheckConfig { file, detect } => check_config(&file, detect),
+        Command::BuildEngine { config } => build_engine(&config),
         Command::Cameras => cameras(),
         Command::Record(args) => record(args),
+    }
+}
+
+fn build_engine(path: &Path) -> ExitCode {
+    let config = match load(path, Purpose::Detect) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if config.model.backend != edgewatch::infer::Backend::Tensorrt {
+        eprintln!(
+            "edgewatch: {}: model.backend is \"cpu\"; set model.backend = \"tensorrt\" to build an engine",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    #[cfg(feature = "tensorrt")]
+    {
+        match edgewatch::infer::tensorrt::backend::build_engine(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edgewatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+    #[cfg(not(feature = "tensorrt"))]
+    {
+        // `load` already refused backend = "tensorrt" in this build.
+        ExitCode::from(EXIT_CONFIG)
     }
 }
 

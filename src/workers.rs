@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::infer::detector::Detector;
-use crate::infer::model::LoadedModel;
+use crate::infer::model::{LoadedModel, ModelInfo};
+use crate::infer::EngineSlot;
 use crate::reload::LiveSettings;
 use crate::sink::mqtt::MqttSink;
 use crate::sink::payload::Message;
@@ -32,8 +33,11 @@ pub struct WorkerShared {
     pub stop: Arc<AtomicBool>,
     /// Device name for messages.
     pub device: String,
-    /// The loaded model (each worker makes its own engine state).
+    /// The loaded model (identity, labels, the CPU plan).
     pub model: LoadedModel,
+    /// Where workers take their engines from (switched when a TensorRT
+    /// engine becomes ready).
+    pub engines: Arc<EngineSlot>,
     /// Settings a reload changes.
     pub live: Arc<LiveSettings>,
     /// Metrics.
@@ -196,7 +200,12 @@ fn spawn(shared: &Arc<WorkerShared>, index: usize) -> std::io::Result<Worker> {
 fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), String> {
     // A restart gets a fresh engine state: whatever a panic left half-done
     // is dropped with the old one.
-    let engine = s.model.tract.engine().map_err(|e| e.to_string())?;
+    let (mut engine_generation, factory) = s.engines.current();
+    let engine = factory.engine().map_err(|e| e.to_string())?;
+    let mut info = ModelInfo {
+        backend: factory.label(),
+        ..s.model.info.clone()
+    };
     let settings = s
         .live
         .settings
@@ -204,7 +213,7 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let mut seen_generation = s.live.generation.load(Ordering::SeqCst);
-    let mut detector = Detector::new(Box::new(engine), settings);
+    let mut detector = Detector::new(engine, settings);
     loop {
         beat.beat();
         if s.stop.load(Ordering::SeqCst) || retired.load(Ordering::SeqCst) {
@@ -223,7 +232,22 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
                     );
                     seen_generation = g;
                 }
-                process(job, &mut detector, s);
+                if s.engines.generation() != engine_generation {
+                    let (g, f) = s.engines.current();
+                    engine_generation = g;
+                    match f.engine() {
+                        Ok(e) => {
+                            detector.set_engine(e);
+                            info.backend = f.label();
+                        }
+                        Err(e) => tracing::error!(
+                            "cannot start a {} engine in this worker, staying on {}: {e}",
+                            f.label(),
+                            info.backend
+                        ),
+                    }
+                }
+                process(job, &mut detector, s, &info);
                 s.frames.fetch_add(1, Ordering::Relaxed);
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -233,23 +257,17 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
 }
 
 /// One job: a file or a camera frame.
-fn process(job: Job, detector: &mut Detector, s: &WorkerShared) {
+fn process(job: Job, detector: &mut Detector, s: &WorkerShared, info: &ModelInfo) {
     match job {
-        Job::File(job) => process_file(job, detector, s),
-        Job::Frame(ticket) => process_frame(ticket, detector, s),
+        Job::File(job) => process_file(job, detector, s, info),
+        Job::Frame(ticket) => process_frame(ticket, detector, s, info),
     }
 }
 
 /// The newest frame of a camera. Frames are not kept on disk: one that
 /// cannot be published (only while stopping) is logged as lost.
-fn process_frame(ticket: FrameTicket, detector: &mut Detector, s: &WorkerShared) {
-    let (sink, device, info, stop, metrics) = (
-        &*s.sink,
-        s.device.as_str(),
-        &s.model.info,
-        &*s.stop,
-        &*s.metrics,
-    );
+fn process_frame(ticket: FrameTicket, detector: &mut Detector, s: &WorkerShared, info: &ModelInfo) {
+    let (sink, device, stop, metrics) = (&*s.sink, s.device.as_str(), &*s.stop, &*s.metrics);
     let Some(frame) = ticket.take(Duration::from_secs(1)) else {
         return;
     };
@@ -278,14 +296,8 @@ fn process_frame(ticket: FrameTicket, detector: &mut Detector, s: &WorkerShared)
     }
 }
 
-fn process_file(job: FolderJob, detector: &mut Detector, s: &WorkerShared) {
-    let (sink, device, info, stop, metrics) = (
-        &*s.sink,
-        s.device.as_str(),
-        &s.model.info,
-        &*s.stop,
-        &*s.metrics,
-    );
+fn process_file(job: FolderJob, detector: &mut Detector, s: &WorkerShared, info: &ModelInfo) {
+    let (sink, device, stop, metrics) = (&*s.sink, s.device.as_str(), &*s.stop, &*s.metrics);
     let shown = job
         .meta
         .path

@@ -125,6 +125,11 @@ impl Detector {
         }
     }
 
+    /// Replaces the engine (a backend switch); buffers and settings stay.
+    pub fn set_engine(&mut self, engine: Box<dyn Engine>) {
+        self.engine = engine;
+    }
+
     /// Replaces thresholds and sizes without touching the engine.
     pub fn set_settings(&mut self, settings: DetectorSettings) {
         if settings.normalisation != self.settings.normalisation {

@@ -318,3 +318,104 @@ pub trait Engine: Send {
     /// buffer to its runtime without copying it.
     fn run(&mut self, batch: TensorBatch) -> Result<Outputs, InferError>;
 }
+
+/// Makes engines of one backend, one per worker.
+pub trait EngineFactory: Send + Sync {
+    /// A fresh engine (its own run state).
+    fn engine(&self) -> Result<Box<dyn Engine>, InferError>;
+    /// Backend label for messages and metrics, e.g. `tract-cpu`.
+    fn label(&self) -> &'static str;
+}
+
+impl EngineFactory for tract::TractModel {
+    fn engine(&self) -> Result<Box<dyn Engine>, InferError> {
+        Ok(Box::new(tract::TractModel::engine(self)?))
+    }
+
+    fn label(&self) -> &'static str {
+        Backend::Cpu.label()
+    }
+}
+
+/// The backend workers take engines from. The daemon starts on the CPU
+/// while a TensorRT engine builds, then switches here; each worker picks the
+/// new backend up before its next frame.
+pub struct EngineSlot {
+    generation: std::sync::atomic::AtomicU64,
+    factory: std::sync::RwLock<std::sync::Arc<dyn EngineFactory>>,
+}
+
+impl EngineSlot {
+    /// A slot holding `factory`.
+    pub fn new(factory: std::sync::Arc<dyn EngineFactory>) -> EngineSlot {
+        EngineSlot {
+            generation: std::sync::atomic::AtomicU64::new(0),
+            factory: std::sync::RwLock::new(factory),
+        }
+    }
+
+    /// The current factory and its generation.
+    pub fn current(&self) -> (u64, std::sync::Arc<dyn EngineFactory>) {
+        let f = self
+            .factory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (self.generation.load(std::sync::atomic::Ordering::SeqCst), f)
+    }
+
+    /// Generation of the current factory: changes on every switch.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Installs `factory`; returns the label it replaced.
+    pub fn switch(&self, factory: std::sync::Arc<dyn EngineFactory>) -> &'static str {
+        let mut slot = self.factory.write().unwrap_or_else(|p| p.into_inner());
+        let old = slot.label();
+        *slot = factory;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        old
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Labelled(tract::TractModel, &'static str);
+
+    impl EngineFactory for Labelled {
+        fn engine(&self) -> Result<Box<dyn Engine>, InferError> {
+            EngineFactory::engine(&self.0)
+        }
+        fn label(&self) -> &'static str {
+            self.1
+        }
+    }
+
+    #[test]
+    fn a_switch_is_seen_by_generation_and_label_and_its_engines_run() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("engines/ppocr-det-v4.onnx");
+        let model = tract::TractModel::load(&path).unwrap();
+        let slot = EngineSlot::new(Arc::new(model.clone()));
+        let (g0, f0) = slot.current();
+        assert_eq!(f0.label(), "tract-cpu");
+        let old = slot.switch(Arc::new(Labelled(model, "tensorrt")));
+        assert_eq!(old, "tract-cpu");
+        let (g1, f1) = slot.current();
+        assert_eq!(g1, g0 + 1);
+        assert_eq!(f1.label(), "tensorrt");
+        let mut engine = f1.engine().unwrap();
+        let out = engine
+            .run(TensorBatch {
+                shape: [1, 3, 64, 64],
+                data: vec![0.0; 3 * 64 * 64],
+            })
+            .unwrap();
+        assert_eq!(out.shape, vec![1, 1, 64, 64]);
+    }
+}

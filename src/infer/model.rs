@@ -127,7 +127,9 @@ impl LoadedModel {
             info: ModelInfo {
                 name,
                 sha256,
-                backend: cfg.backend.label(),
+                // The model loaded here runs on the CPU; a TensorRT engine
+                // replaces it in the workers when ready (see EngineSlot).
+                backend: super::Backend::Cpu.label(),
             },
             head,
             labels,

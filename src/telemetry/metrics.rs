@@ -36,6 +36,13 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// `backend` (`tract-cpu`, `tensorrt`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// Backend label.
+    pub backend: String,
+}
+
 /// `stage` (`decode`, `infer`, `post`, `total`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
@@ -82,11 +89,30 @@ pub struct Metrics {
     pub camera_frames: Family<FrameLabels, Counter>,
     /// Camera reconnects by source.
     pub camera_reconnects: Family<SourceLabel, Counter>,
+    /// 1 for the backend running frames now, 0 for one it left.
+    pub backend: Family<BackendLabel, Gauge>,
+    /// Times the daemon switched backend (CPU to a freshly built engine).
+    pub backend_switches: Counter,
     /// Running camera streams, and the counts already exported from each.
     cameras: std::sync::Mutex<Vec<CameraEntry>>,
 }
 
 impl Metrics {
+    /// Frames now run on `to` (it was `from`).
+    pub fn backend_switched(&self, from: &str, to: &str) {
+        self.backend
+            .get_or_create(&BackendLabel {
+                backend: from.to_string(),
+            })
+            .set(0);
+        self.backend
+            .get_or_create(&BackendLabel {
+                backend: to.to_string(),
+            })
+            .set(1);
+        self.backend_switches.inc();
+    }
+
     /// Registers everything, with the model as an info metric.
     pub fn new(model: &ModelInfo) -> Metrics {
         let mut registry = Registry::with_prefix("edgewatch");
@@ -164,6 +190,23 @@ impl Metrics {
             "Times a camera was reopened after it was lost",
             camera_reconnects.clone(),
         );
+        let backend = Family::<BackendLabel, Gauge>::default();
+        registry.register(
+            "backend",
+            "1 for the backend running frames now (tract-cpu, tensorrt)",
+            backend.clone(),
+        );
+        backend
+            .get_or_create(&BackendLabel {
+                backend: model.backend.to_string(),
+            })
+            .set(1);
+        let backend_switches = Counter::default();
+        registry.register(
+            "backend_switches",
+            "Times frames moved to another backend (a TensorRT engine finished building)",
+            backend_switches.clone(),
+        );
         registry.register(
             "model",
             "The model being run",
@@ -187,6 +230,8 @@ impl Metrics {
             restarts,
             camera_frames,
             camera_reconnects,
+            backend,
+            backend_switches,
             cameras: std::sync::Mutex::new(Vec::new()),
         }
     }

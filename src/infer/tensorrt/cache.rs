@@ -459,12 +459,11 @@ mod tests {
         upgraded.tensorrt = "8.2.3".into();
         let miss = cache.lookup("ppocr", &upgraded).unwrap_err();
         let text = miss.to_string();
-        assert!(
-            text.contains("tensorrt: \"8.2.1\" -> \"8.2.3\""),
-            "{text}"
-        );
+        assert!(text.contains("tensorrt: \"8.2.1\" -> \"8.2.3\""), "{text}");
         // The new build replaces the stale one.
-        cache.store("ppocr", b"engine2", manifest(upgraded.clone())).unwrap();
+        cache
+            .store("ppocr", b"engine2", manifest(upgraded.clone()))
+            .unwrap();
         assert!(cache.lookup("ppocr", &key()).is_err());
         assert_eq!(cache.lookup("ppocr", &upgraded).unwrap().plan, b"engine2");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
@@ -535,6 +534,9 @@ mod tests {
     fn timing_cache_is_per_gpu_and_tensorrt() {
         let cache = EngineCache::new("/e");
         let p = cache.timing_cache_path(&key());
-        assert_eq!(p, Path::new("/e/timing-NVIDIA_Tegra_X1-sm53-trt8.2.1.cache"));
+        assert_eq!(
+            p,
+            Path::new("/e/timing-NVIDIA_Tegra_X1-sm53-trt8.2.1.cache")
+        );
     }
 }

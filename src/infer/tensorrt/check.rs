@@ -204,11 +204,13 @@ mod tests {
     /// output degraded the way a broken FP16 build degrades it is refused.
     #[test]
     fn the_test_card_gives_the_reference_model_something_to_find() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("engines/ppocr-det-v4.onnx");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("engines/ppocr-det-v4.onnx");
         let cfg = ModelConfig::new(path);
         let model = LoadedModel::load(&cfg, [1, 3, 736, 1280]).unwrap();
         let card = test_card();
-        let mut pre = crate::infer::preprocess::Preprocessor::with_normalisation([0.5; 3], [0.5; 3], true);
+        let mut pre =
+            crate::infer::preprocess::Preprocessor::with_normalisation([0.5; 3], [0.5; 3], true);
         let tensor = pre.to_tensor(&card, 1280, 736);
         let mut engine = model.tract.engine().unwrap();
         let out = engine.run(tensor.clone()).unwrap();
@@ -216,10 +218,16 @@ mod tests {
         let rec = compare(&out, &again, &[], &[], 0.02, 0.9).unwrap();
         assert_eq!(rec.max_abs_diff, 0.0);
         let text_pixels = out.data.iter().filter(|v| **v > 0.3).count();
-        assert!(text_pixels > out.data.len() / 50, "the card must look like text to DB: {text_pixels}");
+        assert!(
+            text_pixels > out.data.len() / 50,
+            "the card must look like text to DB: {text_pixels}"
+        );
         // A map off by a uniform 0.05 (half-precision gone wrong) is refused.
         let mut shifted = out.clone();
-        shifted.data.iter_mut().for_each(|v| *v = (*v + 0.05).min(1.0));
+        shifted
+            .data
+            .iter_mut()
+            .for_each(|v| *v = (*v + 0.05).min(1.0));
         assert!(compare(&out, &shifted, &[], &[], 0.02, 0.9).is_err());
     }
 }

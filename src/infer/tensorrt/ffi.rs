@@ -29,11 +29,13 @@ pub struct Api {
     pub free_device: unsafe extern "C" fn(*mut c_void) -> c_int,
     pub host_alloc: unsafe extern "C" fn(*mut *mut c_void, usize, c_uint) -> c_int,
     pub free_host: unsafe extern "C" fn(*mut c_void) -> c_int,
-    pub host_get_device_pointer: unsafe extern "C" fn(*mut *mut c_void, *mut c_void, c_uint) -> c_int,
+    pub host_get_device_pointer:
+        unsafe extern "C" fn(*mut *mut c_void, *mut c_void, c_uint) -> c_int,
     pub stream_create: unsafe extern "C" fn(*mut *mut c_void) -> c_int,
     pub stream_destroy: unsafe extern "C" fn(*mut c_void) -> c_int,
     pub stream_synchronize: unsafe extern "C" fn(*mut c_void) -> c_int,
-    pub memcpy_async: unsafe extern "C" fn(*mut c_void, *const c_void, usize, c_int, *mut c_void) -> c_int,
+    pub memcpy_async:
+        unsafe extern "C" fn(*mut c_void, *const c_void, usize, c_int, *mut c_void) -> c_int,
     pub get_error_string: unsafe extern "C" fn(c_int) -> *const c_char,
     pub runtime_get_version: unsafe extern "C" fn(*mut c_int) -> c_int,
     pub log: Option<unsafe extern "C" fn(*mut c_void, i32, *const c_char)>,

@@ -186,49 +186,33 @@ impl Libraries {
         let (parser, parser_path) = open_first(&[parser_name], paths, &major_hint)?;
         let cudart_names: Vec<String> = CUDART.iter().map(|s| s.to_string()).collect();
         let (cudart, cudart_path) = open_first(&cudart_names, paths, &major_hint)?;
-        let c = |name: &str| -> Result<*const c_void, LibraryError> {
-            raw_symbol(&cudart, &cudart_path, name)
-        };
-        // CUDA 12 renamed it (a larger struct); only the name field, which
-        // leads every version's struct, is read.
-        let props = c("cudaGetDeviceProperties_v2").or_else(|_| c("cudaGetDeviceProperties"))?;
-        // SAFETY: each pointer is transmuted to the signature that header
-        // version of the function has (see shim/ew_trt.h).
-        let api = unsafe {
-            Api {
-                create_builder: symbol(&nvinfer, &nvinfer_path, "createInferBuilder_INTERNAL")?,
-                create_runtime: symbol(&nvinfer, &nvinfer_path, "createInferRuntime_INTERNAL")?,
-                create_onnx_parser: symbol(&parser, &parser_path, "createNvOnnxParser_INTERNAL")?,
-                infer_lib_version: version_fn,
-                set_device: std::mem::transmute::<*const c_void, _>(c("cudaSetDevice")?),
-                set_device_flags: std::mem::transmute::<*const c_void, _>(c("cudaSetDeviceFlags")?),
-                device_get_attribute: std::mem::transmute::<*const c_void, _>(c(
-                    "cudaDeviceGetAttribute",
-                )?),
-                get_device_properties: std::mem::transmute::<*const c_void, _>(props),
-                mem_get_info: std::mem::transmute::<*const c_void, _>(c("cudaMemGetInfo")?),
-                malloc_device: std::mem::transmute::<*const c_void, _>(c("cudaMalloc")?),
-                free_device: std::mem::transmute::<*const c_void, _>(c("cudaFree")?),
-                host_alloc: std::mem::transmute::<*const c_void, _>(c("cudaHostAlloc")?),
-                free_host: std::mem::transmute::<*const c_void, _>(c("cudaFreeHost")?),
-                host_get_device_pointer: std::mem::transmute::<*const c_void, _>(c(
-                    "cudaHostGetDevicePointer",
-                )?),
-                stream_create: std::mem::transmute::<*const c_void, _>(c("cudaStreamCreate")?),
-                stream_destroy: std::mem::transmute::<*const c_void, _>(c("cudaStreamDestroy")?),
-                stream_synchronize: std::mem::transmute::<*const c_void, _>(c(
-                    "cudaStreamSynchronize",
-                )?),
-                memcpy_async: std::mem::transmute::<*const c_void, _>(c("cudaMemcpyAsync")?),
-                get_error_string: std::mem::transmute::<*const c_void, _>(c(
-                    "cudaGetErrorString",
-                )?),
-                runtime_get_version: std::mem::transmute::<*const c_void, _>(c(
-                    "cudaRuntimeGetVersion",
-                )?),
-                log: Some(log_line),
-                log_user: std::ptr::null_mut(),
-            }
+        let (cu, cp) = (&cudart, cudart_path.as_str());
+        let api = Api {
+            create_builder: symbol(&nvinfer, &nvinfer_path, "createInferBuilder_INTERNAL")?,
+            create_runtime: symbol(&nvinfer, &nvinfer_path, "createInferRuntime_INTERNAL")?,
+            create_onnx_parser: symbol(&parser, &parser_path, "createNvOnnxParser_INTERNAL")?,
+            infer_lib_version: version_fn,
+            set_device: symbol(cu, cp, "cudaSetDevice")?,
+            set_device_flags: symbol(cu, cp, "cudaSetDeviceFlags")?,
+            device_get_attribute: symbol(cu, cp, "cudaDeviceGetAttribute")?,
+            // CUDA 12 renamed it (a larger struct); only the name field, which
+            // leads every version's struct, is read.
+            get_device_properties: symbol(cu, cp, "cudaGetDeviceProperties_v2")
+                .or_else(|_| symbol(cu, cp, "cudaGetDeviceProperties"))?,
+            mem_get_info: symbol(cu, cp, "cudaMemGetInfo")?,
+            malloc_device: symbol(cu, cp, "cudaMalloc")?,
+            free_device: symbol(cu, cp, "cudaFree")?,
+            host_alloc: symbol(cu, cp, "cudaHostAlloc")?,
+            free_host: symbol(cu, cp, "cudaFreeHost")?,
+            host_get_device_pointer: symbol(cu, cp, "cudaHostGetDevicePointer")?,
+            stream_create: symbol(cu, cp, "cudaStreamCreate")?,
+            stream_destroy: symbol(cu, cp, "cudaStreamDestroy")?,
+            stream_synchronize: symbol(cu, cp, "cudaStreamSynchronize")?,
+            memcpy_async: symbol(cu, cp, "cudaMemcpyAsync")?,
+            get_error_string: symbol(cu, cp, "cudaGetErrorString")?,
+            runtime_get_version: symbol(cu, cp, "cudaRuntimeGetVersion")?,
+            log: Some(log_line),
+            log_user: std::ptr::null_mut(),
         };
         Ok(Libraries {
             api,
@@ -246,7 +230,6 @@ fn open_first(
     paths: &SearchPaths,
     major: &str,
 ) -> Result<(Library, String), LibraryError> {
-    let mut tried = Vec::new();
     let mut first_error = None;
     for name in names {
         let candidates = std::iter::once(PathBuf::from(name))
@@ -258,33 +241,25 @@ fn open_first(
             match unsafe { Library::new(&candidate) } {
                 Ok(lib) => return Ok((lib, candidate.display().to_string())),
                 Err(e) => {
-                    tried.push(candidate.display().to_string());
                     first_error.get_or_insert_with(|| e.to_string());
                 }
             }
         }
     }
+    let dirs: Vec<String> = paths.dirs.iter().map(|d| d.display().to_string()).collect();
     Err(LibraryError::NotFound {
-        library: names.first().cloned().unwrap_or_default(),
-        tried: tried.join(", "),
+        library: names.join(" or "),
+        tried: format!(
+            "the loader's path (LD_LIBRARY_PATH, ld.so.cache), then {}",
+            dirs.join(", ")
+        ),
         detail: first_error.unwrap_or_else(|| "no candidate file exists".into()),
         major: major.to_string(),
     })
 }
 
-fn raw_symbol(lib: &Library, path: &str, name: &str) -> Result<*const c_void, LibraryError> {
-    // SAFETY: only the address is taken here; callers give it its type.
-    unsafe {
-        lib.get::<*const c_void>(name.as_bytes())
-            .map(|s| *s)
-            .map_err(|e| LibraryError::Symbol {
-                path: path.to_string(),
-                symbol: name.to_string(),
-                detail: e.to_string(),
-            })
-    }
-}
-
+/// `name` from `lib`, typed as the `Api` field it fills: each field's type
+/// is that function's signature in NVIDIA's headers (see shim/ew_trt.h).
 fn symbol<T: Copy>(lib: &Library, path: &str, name: &str) -> Result<T, LibraryError> {
     // SAFETY: T is the function-pointer type of `name` per NVIDIA's headers.
     unsafe {
@@ -332,7 +307,9 @@ mod tests {
         let paths = SearchPaths {
             dirs: vec![empty.path().to_path_buf()],
         };
-        let err = Libraries::open(&paths, &[8], Some(8)).err().expect("no TensorRT here");
+        let err = Libraries::open(&paths, &[8], Some(8))
+            .err()
+            .expect("no TensorRT here");
         let text = err.to_string();
         assert!(!text.contains('\n'), "{text}");
         assert!(text.contains("libnvinfer.so.8 was not found"), "{text}");
@@ -402,8 +379,16 @@ mod tests {
         };
         let libs = Libraries::open(&paths, &[10, 8], Some(8)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(libs.version.to_string(), "8.2.1");
-        assert!(libs.paths[0].ends_with("libnvinfer.so.8"), "{:?}", libs.paths);
-        assert!(libs.paths[2].ends_with("libcudart.so.10.2"), "{:?}", libs.paths);
+        assert!(
+            libs.paths[0].ends_with("libnvinfer.so.8"),
+            "{:?}",
+            libs.paths
+        );
+        assert!(
+            libs.paths[2].ends_with("libcudart.so.10.2"),
+            "{:?}",
+            libs.paths
+        );
         // SAFETY: the stand-in's function takes nothing.
         assert_eq!(unsafe { (libs.api.infer_lib_version)() }, 8201);
     }

@@ -102,7 +102,10 @@ impl TensorrtConfig {
         if !(16..=65536).contains(&self.workspace_mb) {
             out.push((
                 "workspace_mb",
-                format!("{} is not between 16 and 65536; 256 suits a Nano", self.workspace_mb),
+                format!(
+                    "{} is not between 16 and 65536; 256 suits a Nano",
+                    self.workspace_mb
+                ),
             ));
         }
         if !(self.max_mean_diff > 0.0 && self.max_mean_diff <= 1.0) {
@@ -120,14 +123,20 @@ impl TensorrtConfig {
         if self.build_timeout_s < 60 {
             out.push((
                 "build_timeout_s",
-                format!("{} s is too short for any build; a Nano takes minutes, try 3600", self.build_timeout_s),
+                format!(
+                    "{} s is too short for any build; a Nano takes minutes, try 3600",
+                    self.build_timeout_s
+                ),
             ));
         }
         if let Some(p) = &self.reference_image {
             if !p.is_file() {
                 out.push((
                     "reference_image",
-                    format!("{} is not a readable file; leave it out for the generated test card", p.display()),
+                    format!(
+                        "{} is not a readable file; leave it out for the generated test card",
+                        p.display()
+                    ),
                 ));
             }
         }
@@ -141,13 +150,13 @@ pub const RUNTIME_FULL_BYTES: u64 = 700 * MIB;
 /// Without them (260 MB after CUDA init on the same Nano).
 pub const RUNTIME_RESTRICTED_BYTES: u64 = 280 * MIB;
 
-/// Whether to restrict tactic sources: `auto` restricts when the budget
-/// left for TensorRT cannot hold the full runtime.
-pub fn restrict_tactics(tactics: Tactics, budget_left: u64) -> bool {
+/// Whether to restrict tactic sources: `auto` restricts when the memory
+/// budget cannot hold the full runtime and 512 MiB for everything else.
+pub fn restrict_tactics(tactics: Tactics, budget: u64) -> bool {
     match tactics {
         Tactics::All => false,
         Tactics::Restricted => true,
-        Tactics::Auto => budget_left < RUNTIME_FULL_BYTES,
+        Tactics::Auto => budget < RUNTIME_FULL_BYTES + 512 * MIB,
     }
 }
 
@@ -167,6 +176,43 @@ pub fn use_mapped(choice: HostMemory, integrated: bool, can_map: bool) -> bool {
         HostMemory::Mapped => true,
         HostMemory::Copy => false,
         HostMemory::Auto => integrated && can_map,
+    }
+}
+
+/// The memory plan's `tensorrt` line: the runtime (with or without cuBLAS
+/// and cuDNN), the engine's weights (at most the ONNX file's size: FP16
+/// halves it) and its activations for the largest input (72 B per input
+/// pixel and image, the CPU engine's measured figure; FP16 needs less). On a
+/// Jetson the GPU's memory is the same RAM, so all of it counts.
+pub fn plan_item(
+    cfg: &TensorrtConfig,
+    budget_mb: u64,
+    onnx_bytes: u64,
+    max_side: u32,
+    batch: u32,
+) -> crate::budget::Item {
+    let restricted = restrict_tactics(cfg.tactics, budget_mb * MIB);
+    let runtime = if restricted {
+        RUNTIME_RESTRICTED_BYTES
+    } else {
+        RUNTIME_FULL_BYTES
+    };
+    let pixels = max_side as u64 * max_side as u64 * batch.max(1) as u64;
+    let activations = 72 * pixels;
+    crate::budget::Item {
+        name: "tensorrt".into(),
+        bytes: runtime + onnx_bytes + activations,
+        detail: format!(
+            "runtime {} MiB ({}), engine {:.1} MiB, activations {:.1} MiB",
+            runtime / MIB,
+            if restricted {
+                "no cuBLAS/cuDNN"
+            } else {
+                "with cuBLAS/cuDNN"
+            },
+            onnx_bytes as f64 / MIB as f64,
+            activations as f64 / MIB as f64
+        ),
     }
 }
 
@@ -247,17 +293,35 @@ mod tests {
         let keys: Vec<&str> = bad.validate().iter().map(|(k, _)| *k).collect();
         assert_eq!(
             keys,
-            ["workspace_mb", "max_mean_diff", "min_agreement", "build_timeout_s", "reference_image"]
+            [
+                "workspace_mb",
+                "max_mean_diff",
+                "min_agreement",
+                "build_timeout_s",
+                "reference_image"
+            ]
         );
         assert!(toml::from_str::<TensorrtConfig>("precision = \"int8\"").is_err());
     }
 
     #[test]
     fn fp16_only_where_the_gpu_is_fast_at_it() {
-        assert_eq!(effective_precision(Precision::Fp16, (5, 3)), Precision::Fp16); // Nano
-        assert_eq!(effective_precision(Precision::Fp16, (8, 7)), Precision::Fp16); // Orin
-        assert_eq!(effective_precision(Precision::Fp16, (6, 1)), Precision::Fp32); // GTX 1080
-        assert_eq!(effective_precision(Precision::Fp32, (8, 7)), Precision::Fp32);
+        assert_eq!(
+            effective_precision(Precision::Fp16, (5, 3)),
+            Precision::Fp16
+        ); // Nano
+        assert_eq!(
+            effective_precision(Precision::Fp16, (8, 7)),
+            Precision::Fp16
+        ); // Orin
+        assert_eq!(
+            effective_precision(Precision::Fp16, (6, 1)),
+            Precision::Fp32
+        ); // GTX 1080
+        assert_eq!(
+            effective_precision(Precision::Fp32, (8, 7)),
+            Precision::Fp32
+        );
     }
 
     #[test]

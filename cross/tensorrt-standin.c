@@ -1,0 +1,43 @@
+/* Stand-ins for libnvinfer.so.8, libnvonnxparser.so.8 and libcudart.so.10.2
+ * with the real entry-point names, for cross/check-tensorrt.sh on machines
+ * without a GPU. They drive the feature build's real code (library loader,
+ * shim, device query, build request, background build, CPU fallback) up to
+ * the first TensorRT object, which they refuse to create. Nothing here
+ * pretends to infer. Build one per library with -DLIB_NVINFER, -DLIB_PARSER
+ * or -DLIB_CUDART. */
+#include <stddef.h>
+#include <string.h>
+
+#ifdef LIB_NVINFER
+int getInferLibVersion(void) { return 8201; }
+void* createInferBuilder_INTERNAL(void* logger, int version) { (void)logger; (void)version; return NULL; }
+void* createInferRuntime_INTERNAL(void* logger, int version) { (void)logger; (void)version; return NULL; }
+#endif
+
+#ifdef LIB_PARSER
+void* createNvOnnxParser_INTERNAL(void* n, void* l, int v) { (void)n; (void)l; (void)v; return NULL; }
+#endif
+
+#ifdef LIB_CUDART
+int cudaSetDevice(int d) { (void)d; return 0; }
+int cudaSetDeviceFlags(unsigned f) { (void)f; return 0; }
+/* A Jetson Nano: compute 5.3, integrated, can map host memory. */
+int cudaDeviceGetAttribute(int* v, int attr, int d) {
+    (void)d;
+    *v = attr == 75 ? 5 : attr == 76 ? 3 : 1;
+    return 0;
+}
+int cudaGetDeviceProperties_v2(void* p, int d) { (void)d; strcpy((char*)p, "Stand-in Tegra X1"); return 0; }
+int cudaMemGetInfo(size_t* f, size_t* t) { *f = (size_t)2 << 30; *t = (size_t)4 << 30; return 0; }
+int cudaRuntimeGetVersion(int* v) { *v = 10020; return 0; }
+const char* cudaGetErrorString(int e) { (void)e; return "stand-in"; }
+int cudaMalloc(void** p, size_t n) { (void)p; (void)n; return 2; }
+int cudaFree(void* p) { (void)p; return 0; }
+int cudaHostAlloc(void** p, size_t n, unsigned f) { (void)p; (void)n; (void)f; return 2; }
+int cudaFreeHost(void* p) { (void)p; return 0; }
+int cudaHostGetDevicePointer(void** d, void* h, unsigned f) { (void)d; (void)h; (void)f; return 2; }
+int cudaStreamCreate(void** s) { (void)s; return 2; }
+int cudaStreamDestroy(void* s) { (void)s; return 0; }
+int cudaStreamSynchronize(void* s) { (void)s; return 0; }
+int cudaMemcpyAsync(void* d, const void* s, size_t n, int k, void* st) { (void)d; (void)s; (void)n; (void)k; (void)st; return 2; }
+#endif

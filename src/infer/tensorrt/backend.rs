@@ -1,0 +1,526 @@
+//! The TensorRT backend's life in the daemon and in `build-engine`: open the
+//! GPU, find a cached engine or build one (in a child process while the
+//! daemon serves on the CPU), check it against the CPU, switch over.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::background::{BackgroundBuild, Outcome};
+use super::cache::{EngineCache, EngineKey, Manifest, Precision};
+use super::check;
+use super::engine::{TrtEngine, TrtFactory};
+use super::ffi;
+use super::libs::{Libraries, SearchPaths};
+use super::settings::{self, TensorrtConfig};
+use crate::config::Config;
+use crate::infer::detector::Detector;
+use crate::infer::model::LoadedModel;
+use crate::infer::preprocess::whole_frame_size;
+use crate::infer::{Backend, Engine, EngineFactory, EngineSlot};
+use crate::telemetry::metrics::Metrics;
+
+const MIB: u64 = 1 << 20;
+
+/// The opened libraries and the GPU they drive.
+pub struct Gpu {
+    /// Libraries (kept open).
+    pub libs: Arc<Libraries>,
+    /// What CUDA says about the device.
+    pub device: ffi::Device,
+    /// Device index.
+    pub index: u32,
+}
+
+impl Gpu {
+    /// Opens TensorRT of the major this binary was compiled for, and the GPU.
+    pub fn open(cfg: &TensorrtConfig) -> anyhow::Result<Gpu> {
+        let built = super::compiled_major().expect("compiled with the tensorrt feature");
+        // SAFETY: returns a constant.
+        let abi = unsafe { ffi::ew_trt_abi() };
+        anyhow::ensure!(
+            abi == ffi::ABI,
+            "the TensorRT shim's ABI {abi} is not {} (a stale build: cargo clean -p edgewatch)",
+            ffi::ABI
+        );
+        let libs = Arc::new(Libraries::open(
+            &SearchPaths::from_env(),
+            &[built],
+            Some(built),
+        )?);
+        // SAFETY: Device is plain data, filled by the shim.
+        let mut device: ffi::Device = unsafe { std::mem::zeroed() };
+        let mut err = [0 as c_char; 1024];
+        // SAFETY: api lives in `libs`, which outlives the call.
+        let rc = unsafe {
+            ffi::ew_trt_device_info(
+                &libs.api,
+                cfg.device as i32,
+                &mut device,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        anyhow::ensure!(
+            rc == 0,
+            "backend \"tensorrt\": CUDA device {} is not usable: {} (check nvidia-smi or tegrastats, the user's access to /dev/nvhost-* or /dev/nvidia*, and tensorrt.device)",
+            cfg.device,
+            ffi::text(&err)
+        );
+        Ok(Gpu {
+            libs,
+            device,
+            index: cfg.device,
+        })
+    }
+
+    /// GPU name.
+    pub fn name(&self) -> String {
+        ffi::text(&self.device.name)
+    }
+
+    fn cc(&self) -> (u32, u32) {
+        (self.device.cc_major as u32, self.device.cc_minor as u32)
+    }
+
+    /// The cache key for `config` on this GPU.
+    pub fn key(&self, config: &Config, model: &LoadedModel) -> EngineKey {
+        let t = &config.tensorrt;
+        EngineKey {
+            model_sha256: model.info.sha256.clone(),
+            tensorrt: self.libs.version.to_string(),
+            gpu: self.name(),
+            compute_capability: format!("{}.{}", self.cc().0, self.cc().1),
+            precision: settings::effective_precision(t.precision, self.cc()),
+            batch: profile(config, model)[2][0],
+            input: profile(config, model),
+            restricted_tactics: settings::restrict_tactics(
+                t.tactics,
+                config.memory_budget_mb * MIB,
+            ),
+        }
+    }
+
+    fn factory(&self, config: &Config, model: &LoadedModel, plan: Vec<u8>) -> TrtFactory {
+        TrtFactory {
+            libs: self.libs.clone(),
+            plan: Arc::new(plan),
+            device: self.index,
+            mapped: settings::use_mapped(
+                config.tensorrt.host_memory,
+                self.device.integrated != 0,
+                self.device.can_map_host_memory != 0,
+            ),
+            max_dims: profile(config, model)[2],
+        }
+    }
+
+    /// The cached engine for `config`, loaded once to prove it deserialises;
+    /// or why there is none (a bad entry is removed so it gets rebuilt).
+    pub fn cached(&self, config: &Config, model: &LoadedModel) -> Result<TrtFactory, String> {
+        let cache = EngineCache::new(&config.tensorrt.engines);
+        let key = self.key(config, model);
+        let hit = cache
+            .lookup(&model.info.name, &key)
+            .map_err(|m| m.to_string())?;
+        let factory = self.factory(config, model, hit.plan);
+        match factory.engine() {
+            Ok(_) => Ok(factory),
+            Err(e) => {
+                cache.discard(&model.info.name, &key);
+                Err(format!(
+                    "{} does not load ({e}); removed",
+                    hit.path.display()
+                ))
+            }
+        }
+    }
+}
+
+/// Input profile `[min, opt, max]` (NCHW) for the model and configuration:
+/// a fixed-input model's own size; else from the tiles and whole frames the
+/// detector will send.
+pub fn profile(config: &Config, model: &LoadedModel) -> [[u32; 4]; 3] {
+    if let Some((h, w)) = model.tract.input_spec().fixed_hw {
+        let s = [1, 3, h as u32, w as u32];
+        return [s, s, s];
+    }
+    let warm = crate::daemon::warm_shape(config).map(|d| d as u32);
+    let side = config.model.max_side;
+    let mut max = [1, 3, side, side];
+    for (fw, fh) in [(1920, 1080), (3840, 2160), (1080, 1920)] {
+        let (w, _) = whole_frame_size(fw, fh, side);
+        if config.tiling.tiles_frame(w as f64 / fw as f64) {
+            let plan = crate::infer::tiling::TilePlan::new(fw, fh, &config.tiling);
+            for (h, w) in plan.shapes() {
+                max = [
+                    max[0].max(config.tiling.batch),
+                    3,
+                    max[2].max(h),
+                    max[3].max(w),
+                ];
+            }
+        }
+    }
+    let opt = [
+        warm[0].min(max[0]),
+        3,
+        warm[2].min(max[2]),
+        warm[3].min(max[3]),
+    ];
+    [[1, 3, 32, 32], opt, max]
+}
+
+/// The daemon's TensorRT state: nothing to do, or a build to watch.
+pub struct Startup {
+    build: Option<BackgroundBuild>,
+    gpu: Option<Gpu>,
+    started: Instant,
+}
+
+impl Startup {
+    /// At start-up: a valid cached engine is used at once; otherwise frames
+    /// run on the CPU and a child process builds the engine.
+    pub fn begin(
+        config_path: &Path,
+        config: &Config,
+        model: &LoadedModel,
+        engines: &EngineSlot,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Startup> {
+        let mut s = Startup {
+            build: None,
+            gpu: None,
+            started: Instant::now(),
+        };
+        if config.model.backend != Backend::Tensorrt {
+            return Ok(s);
+        }
+        let gpu = Gpu::open(&config.tensorrt)?;
+        tracing::info!(
+            "TensorRT {} on {} (compute {}.{}, {}), {}",
+            gpu.libs.version,
+            gpu.name(),
+            gpu.device.cc_major,
+            gpu.device.cc_minor,
+            if gpu.device.integrated != 0 {
+                "integrated"
+            } else {
+                "discrete"
+            },
+            gpu.libs.paths[0]
+        );
+        match gpu.cached(config, model) {
+            Ok(factory) => {
+                let old = engines.switch(Arc::new(factory));
+                metrics.backend_switched(old, Backend::Tensorrt.label());
+                tracing::info!("TensorRT engine from the cache: frames run on the GPU");
+            }
+            Err(why) => {
+                let exe = std::env::current_exe()
+                    .context("cannot find the edgewatch binary to build the engine")?;
+                let mut cmd = std::process::Command::new(exe);
+                cmd.arg("build-engine").arg("--config").arg(config_path);
+                let build = BackgroundBuild::spawn(
+                    cmd,
+                    Duration::from_secs(config.tensorrt.build_timeout_s),
+                )
+                .context("cannot start the engine build")?;
+                tracing::warn!(
+                    "no usable TensorRT engine: {why}. Serving on the CPU backend meanwhile; building one at low priority (pid {})",
+                    build.pid()
+                );
+                s.build = Some(build);
+            }
+        }
+        s.gpu = Some(gpu);
+        Ok(s)
+    }
+
+    /// Called from the daemon's loop: switches over when the build is done.
+    pub fn poll(
+        &mut self,
+        config: &Config,
+        model: &LoadedModel,
+        engines: &EngineSlot,
+        metrics: &Metrics,
+    ) {
+        let Some(outcome) = self.build.as_mut().and_then(BackgroundBuild::poll) else {
+            return;
+        };
+        self.build = None;
+        let Some(gpu) = &self.gpu else { return };
+        let result = match outcome {
+            Outcome::Built => gpu.cached(config, model),
+            Outcome::Failed(why) => Err(why),
+        };
+        match result {
+            Ok(factory) => {
+                let old = engines.switch(Arc::new(factory));
+                metrics.backend_switched(old, Backend::Tensorrt.label());
+                tracing::info!(
+                    "TensorRT engine ready after {} s: frames move from {old} to tensorrt",
+                    self.started.elapsed().as_secs()
+                );
+            }
+            Err(why) => tracing::error!(
+                "TensorRT engine not available: {why}. Staying on the CPU backend; run edgewatch build-engine --config FILE to retry and watch its progress"
+            ),
+        }
+    }
+
+    /// Stops a running build.
+    pub fn stop(&mut self) {
+        if let Some(b) = self.build.take() {
+            b.stop();
+        }
+    }
+}
+
+/// Set by SIGTERM/SIGINT in `build-engine`: the build stops at its next step.
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+struct ProgressState {
+    started: Instant,
+    last: std::sync::Mutex<Instant>,
+}
+
+unsafe extern "C" fn on_progress(
+    user: *mut c_void,
+    phase: *const c_char,
+    step: i32,
+    steps: i32,
+) -> i32 {
+    // SAFETY: `user` is the ProgressState that outlives the build call;
+    // `phase` is a NUL-terminated string for this call.
+    let (state, phase) = unsafe {
+        (
+            &*(user as *const ProgressState),
+            CStr::from_ptr(phase).to_string_lossy(),
+        )
+    };
+    let now = Instant::now();
+    let mut last = state.last.lock().unwrap_or_else(|p| p.into_inner());
+    let edge = step == 0 || step == steps;
+    if edge || now.duration_since(*last) >= Duration::from_secs(10) {
+        *last = now;
+        let at = state.started.elapsed().as_secs();
+        if steps > 0 {
+            eprintln!("build-engine: [{at:>4} s] {phase}: {step}/{steps}");
+        } else {
+            eprintln!("build-engine: [{at:>4} s] {phase}");
+        }
+    }
+    i32::from(CANCEL.load(Ordering::SeqCst))
+}
+
+/// `edgewatch build-engine`: builds, checks and caches the engine for
+/// `config`, printing progress and the engine's memory needs.
+pub fn build_engine(config: &Config) -> anyhow::Result<()> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            signal_hook::low_level::register(sig, || CANCEL.store(true, Ordering::SeqCst))
+                .context("cannot install the signal handler")?;
+        }
+    }
+    let t = &config.tensorrt;
+    let model = LoadedModel::load(&config.model, crate::daemon::warm_shape(config))?;
+    let gpu = Gpu::open(t)?;
+    let key = gpu.key(config, &model);
+    let cache = EngineCache::new(&t.engines);
+    eprintln!(
+        "build-engine: {} on {} (compute {}), TensorRT {}, {}, profile {:?} .. {:?}, tactics {}",
+        model.info.name,
+        key.gpu,
+        key.compute_capability,
+        key.tensorrt,
+        key.precision.name(),
+        key.input[0],
+        key.input[2],
+        if key.restricted_tactics {
+            "restricted (no cuBLAS/cuDNN)"
+        } else {
+            "all"
+        }
+    );
+    let onnx_bytes = std::fs::metadata(&config.model.path)?.len();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let (ram, swap) = settings::free_memory(&meminfo).unwrap_or((u64::MAX / 4, 0));
+    let (workspace, note) = settings::fit_workspace(
+        t.workspace_mb * MIB,
+        settings::build_overhead(key.restricted_tactics, onnx_bytes),
+        ram,
+        swap,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let Some(note) = note {
+        eprintln!("build-engine: {note}");
+    }
+    let timing_path = cache.timing_cache_path(&key);
+    let timing = std::fs::read(&timing_path).unwrap_or_default();
+    let onnx = CString::new(config.model.path.as_os_str().as_encoded_bytes())?;
+    let params = ffi::BuildParams {
+        onnx_path: onnx.as_ptr(),
+        device: gpu.index as i32,
+        fp16: i32::from(key.precision == Precision::Fp16),
+        workspace_bytes: workspace,
+        restrict_tactics: i32::from(key.restricted_tactics),
+        min_dims: key.input[0].map(|d| d as i32),
+        opt_dims: key.input[1].map(|d| d as i32),
+        max_dims: key.input[2].map(|d| d as i32),
+        timing_cache: if timing.is_empty() {
+            std::ptr::null()
+        } else {
+            timing.as_ptr().cast()
+        },
+        timing_cache_len: timing.len() as u64,
+    };
+    let state = ProgressState {
+        started: Instant::now(),
+        last: std::sync::Mutex::new(Instant::now()),
+    };
+    // TensorRT before 10 reports no steps: a line every 30 s says it lives.
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (done, started) = (done.clone(), state.started);
+        std::thread::spawn(move || {
+            let mut next = 30;
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+                if started.elapsed().as_secs() >= next {
+                    eprintln!("build-engine: still building after {next} s");
+                    next += 30;
+                }
+            }
+        })
+    };
+    // SAFETY: Blob is plain data; the shim fills it.
+    let (mut plan, mut tc): (ffi::Blob, ffi::Blob) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    let mut err = [0 as c_char; 2048];
+    // SAFETY: every pointer outlives the call; the blobs are freed below.
+    let rc = unsafe {
+        ffi::ew_trt_build(
+            &gpu.libs.api,
+            &params,
+            Some(on_progress),
+            &state as *const ProgressState as *mut c_void,
+            &mut plan,
+            &mut tc,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    done.store(true, Ordering::SeqCst);
+    let _ = ticker.join();
+    anyhow::ensure!(rc == 0, "engine build failed: {}", ffi::text(&err));
+    let copy = |b: &ffi::Blob| -> Vec<u8> {
+        if b.data.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the shim's blob holds `len` bytes until freed.
+        unsafe { std::slice::from_raw_parts(b.data.cast::<u8>(), b.len as usize) }.to_vec()
+    };
+    let (plan_bytes, timing_bytes) = (copy(&plan), copy(&tc));
+    // SAFETY: each blob is freed once.
+    unsafe {
+        ffi::ew_trt_blob_free(&mut plan);
+        ffi::ew_trt_blob_free(&mut tc);
+    }
+    let build_seconds = state.started.elapsed().as_secs_f64();
+    eprintln!(
+        "build-engine: built in {build_seconds:.0} s, {} MiB; checking it against the CPU backend",
+        plan_bytes.len() as u64 / MIB
+    );
+    let factory = gpu.factory(config, &model, plan_bytes.clone());
+    let (gpu_engine, io) = TrtEngine::load(
+        gpu.libs.clone(),
+        &plan_bytes,
+        gpu.index,
+        factory.mapped,
+        factory.max_dims,
+    )
+    .map_err(|e| anyhow::anyhow!("the new engine does not load: {e}"))?;
+    let record = reference_check(config, &model, gpu_engine, &key)?;
+    let manifest = Manifest {
+        schema: String::new(),
+        key: key.clone(),
+        model: String::new(),
+        engine_sha256: String::new(),
+        engine_bytes: 0,
+        built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        build_seconds,
+        workspace_bytes: workspace,
+        device_memory_bytes: io.device_memory_bytes,
+        check: record.clone(),
+    };
+    let path = cache.store(&model.info.name, &plan_bytes, manifest)?;
+    if !timing_bytes.is_empty() {
+        if let Err(e) = super::cache::write_atomic(&timing_path, &timing_bytes) {
+            tracing::warn!("timing cache not saved to {}: {e}", timing_path.display());
+        }
+    }
+    let restricted = key.restricted_tactics;
+    eprintln!(
+        "build-engine: {} ready. Memory: engine {} MiB + activations {} MiB + buffers {} MiB on the GPU, about {} MiB of TensorRT runtime; check: mean difference {:.4}, {}/{} detections matched",
+        path.display(),
+        plan_bytes.len() as u64 / MIB,
+        io.device_memory_bytes / MIB,
+        io.buffer_bytes / MIB,
+        if restricted { settings::RUNTIME_RESTRICTED_BYTES } else { settings::RUNTIME_FULL_BYTES } / MIB,
+        record.mean_abs_diff,
+        record.matched,
+        record.cpu_detections.max(record.engine_detections)
+    );
+    Ok(())
+}
+
+/// Runs the reference frame through the new engine and the CPU backend.
+fn reference_check(
+    config: &Config,
+    model: &LoadedModel,
+    mut gpu_engine: TrtEngine,
+    key: &EngineKey,
+) -> anyhow::Result<super::cache::CheckRecord> {
+    let t = &config.tensorrt;
+    let image = match &t.reference_image {
+        Some(p) => image::open(p)
+            .with_context(|| format!("tensorrt.reference_image {}", p.display()))?
+            .to_rgb8(),
+        None => check::test_card(),
+    };
+    let (mean, std, bgr) = config.model.normalisation();
+    let mut pre = crate::infer::preprocess::Preprocessor::with_normalisation(mean, std, bgr);
+    let [_, _, h, w] = key.input[1];
+    let tensor = pre.to_tensor(&image, w, h);
+    let mut cpu_engine = model.tract.engine()?;
+    let cpu_out = cpu_engine.run(tensor.clone())?;
+    let gpu_out = gpu_engine.run(tensor)?;
+    let settings = crate::daemon::detector_settings(config, u64::MAX / 4, model)
+        .map_err(anyhow::Error::msg)?;
+    let cpu_dets = Detector::new(Box::new(cpu_engine), settings.clone())
+        .detect_image(&image)?
+        .detections;
+    // The detector owns its engine; the GPU one is loaded again for it.
+    let gpu_dets = Detector::new(Box::new(gpu_engine), settings)
+        .detect_image(&image)?
+        .detections;
+    check::compare(
+        &cpu_out,
+        &gpu_out,
+        &cpu_dets,
+        &gpu_dets,
+        t.max_mean_diff,
+        t.min_agreement,
+    )
+    .map_err(|(rec, why)| {
+        anyhow::anyhow!(
+            "the engine failed the check against the CPU backend and is not used: {why} ({rec:?})"
+        )
+    })
+}
