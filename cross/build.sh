@@ -42,7 +42,10 @@ for arch in "${arches[@]}"; do
   zl="$PWD/$tools/zig/ziglang/lib"
   export "BINDGEN_EXTRA_CLANG_ARGS=-isystem $zl/include -isystem $zl/libc/include/$arch-linux-gnu -isystem $zl/libc/include/generic-glibc -isystem $zl/libc/include/$arch-linux-any -isystem $zl/libc/include/any-linux-any -D__GLIBC_MINOR__=${GLIBC#2.}"
   echo "== cargo zigbuild --profile dist --target $triple.$GLIBC"
-  cargo zigbuild --profile dist --locked --bin edgewatch --target "$triple.$GLIBC"
+  # EDGEWATCH_FEATURES=tensorrt builds the TensorRT backend (needs its
+  # headers: TENSORRT_ROOT, CUDA_HOME; see README "TensorRT on a Jetson").
+  cargo zigbuild --profile dist --locked --bin edgewatch --target "$triple.$GLIBC" \
+    ${EDGEWATCH_FEATURES:+--features "$EDGEWATCH_FEATURES"}
   bin="target/$triple/dist/edgewatch"
   ./cross/check-glibc.sh "$bin" "$GLIBC"
   echo "built $bin ($(stat -c %s "$bin") bytes)"
