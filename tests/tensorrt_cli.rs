@@ -5,8 +5,17 @@
 
 use std::process::Command;
 
-fn edgewatch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgewatch"))
+/// Runs `edgewatch ARGS… CONFIG`: the exit code and stderr.
+fn edgewatch(args: &[&str], config: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgewatch"))
+        .args(args)
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn config(dir: &std::path::Path, backend: &str) -> std::path::PathBuf {
@@ -27,38 +36,24 @@ fn config(dir: &std::path::Path, backend: &str) -> std::path::PathBuf {
 fn tensorrt_backend_without_tensorrt_is_refused_naming_the_key_and_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "tensorrt");
-    let out = edgewatch()
-        .args(["check-config", "--detect"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = edgewatch(&["check-config", "--detect"], &cfg);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("model.backend"), "{err}");
     assert!(err.contains("built without TensorRT support"), "{err}");
     assert!(err.contains("libnvinfer.so.8 or libnvinfer.so.10"), "{err}");
     assert!(err.contains("backend = \"cpu\""), "{err}");
 
-    let out = edgewatch()
-        .args(["build-engine", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("model.backend"));
+    let (code, err) = edgewatch(&["build-engine", "--config"], &cfg);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("model.backend"), "{err}");
 }
 
 #[test]
 fn build_engine_on_a_cpu_config_says_what_to_set() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "cpu");
-    let out = edgewatch()
-        .args(["build-engine", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = edgewatch(&["build-engine", "--config"], &cfg);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("model.backend = \"tensorrt\""), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
@@ -69,12 +64,7 @@ fn bad_tensorrt_keys_are_named() {
     let cfg = config(dir.path(), "cpu");
     let text = std::fs::read_to_string(&cfg).unwrap() + "workspace_mb = 2\n";
     std::fs::write(&cfg, text).unwrap();
-    let out = edgewatch()
-        .args(["check-config", "--detect"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = edgewatch(&["check-config", "--detect"], &cfg);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("tensorrt.workspace_mb"), "{err}");
 }

@@ -697,6 +697,71 @@ int run(Engine& e, const float* input, const int32_t dims[4], float* output, uin
     return 0;
 }
 
+// The body of ew_trt_device_info.
+int device_info(const ew_trt_api* api, int32_t device, ew_trt_device* out, char* err,
+                size_t errlen) {
+    std::memset(out, 0, sizeof(*out));
+    if (!select_device(api, device, err, errlen)) {
+        return -1;
+    }
+    // Far larger than cudaDeviceProp in any CUDA release; only `name` is read.
+    alignas(16) static thread_local unsigned char props[16384];
+    std::memset(props, 0, sizeof(props));
+    if (!cuda_ok(api, api->get_device_properties(props, device), "cudaGetDeviceProperties",
+                 err, errlen)) {
+        return -1;
+    }
+    std::memcpy(out->name, props, sizeof(out->name) - 1);
+    int value = 0;
+    const struct {
+        cudaDeviceAttr attr;
+        int32_t* into;
+        const char* what;
+    } attrs[] = {
+        {cudaDevAttrComputeCapabilityMajor, &out->cc_major, "compute capability"},
+        {cudaDevAttrComputeCapabilityMinor, &out->cc_minor, "compute capability"},
+        {cudaDevAttrIntegrated, &out->integrated, "integrated"},
+        {cudaDevAttrCanMapHostMemory, &out->can_map_host_memory, "canMapHostMemory"},
+    };
+    for (const auto& a : attrs) {
+        if (!cuda_ok(api, api->device_get_attribute(&value, static_cast<int>(a.attr), device),
+                     a.what, err, errlen)) {
+            return -1;
+        }
+        *a.into = value;
+    }
+    size_t free_bytes = 0;
+    size_t total_bytes = 0;
+    if (!cuda_ok(api, api->mem_get_info(&free_bytes, &total_bytes), "cudaMemGetInfo", err,
+                 errlen)) {
+        return -1;
+    }
+    out->free_bytes = free_bytes;
+    out->total_bytes = total_bytes;
+    int runtime = 0;
+    if (!cuda_ok(api, api->runtime_get_version(&runtime), "cudaRuntimeGetVersion", err,
+                 errlen)) {
+        return -1;
+    }
+    out->cuda_runtime_version = runtime;
+    out->trt_version = api->infer_lib_version();
+    return 0;
+}
+
+// Runs `body`; a C++ exception becomes `fail` and a message, since none may
+// cross into Rust.
+template <typename R, typename F>
+R guarded(const char* what, char* err, size_t errlen, R fail, F&& body) {
+    try {
+        return body();
+    } catch (const std::exception& ex) {
+        set_err(err, errlen, std::string(what) + " failed: " + ex.what());
+    } catch (...) {
+        set_err(err, errlen, std::string(what) + " failed");
+    }
+    return fail;
+}
+
 }  // namespace
 
 extern "C" {
@@ -709,74 +774,16 @@ int32_t ew_trt_abi(void) { return EW_TRT_ABI; }
 
 int ew_trt_device_info(const ew_trt_api* api, int32_t device, ew_trt_device* out, char* err,
                        size_t errlen) {
-    try {
-        std::memset(out, 0, sizeof(*out));
-        if (!select_device(api, device, err, errlen)) {
-            return -1;
-        }
-        // Far larger than cudaDeviceProp in any CUDA release; only `name` is read.
-        alignas(16) static thread_local unsigned char props[16384];
-        std::memset(props, 0, sizeof(props));
-        if (!cuda_ok(api, api->get_device_properties(props, device), "cudaGetDeviceProperties",
-                     err, errlen)) {
-            return -1;
-        }
-        std::memcpy(out->name, props, sizeof(out->name) - 1);
-        int value = 0;
-        const struct {
-            cudaDeviceAttr attr;
-            int32_t* into;
-            const char* what;
-        } attrs[] = {
-            {cudaDevAttrComputeCapabilityMajor, &out->cc_major, "compute capability"},
-            {cudaDevAttrComputeCapabilityMinor, &out->cc_minor, "compute capability"},
-            {cudaDevAttrIntegrated, &out->integrated, "integrated"},
-            {cudaDevAttrCanMapHostMemory, &out->can_map_host_memory, "canMapHostMemory"},
-        };
-        for (const auto& a : attrs) {
-            if (!cuda_ok(api, api->device_get_attribute(&value, static_cast<int>(a.attr), device),
-                         a.what, err, errlen)) {
-                return -1;
-            }
-            *a.into = value;
-        }
-        size_t free_bytes = 0;
-        size_t total_bytes = 0;
-        if (!cuda_ok(api, api->mem_get_info(&free_bytes, &total_bytes), "cudaMemGetInfo", err,
-                     errlen)) {
-            return -1;
-        }
-        out->free_bytes = free_bytes;
-        out->total_bytes = total_bytes;
-        int runtime = 0;
-        if (!cuda_ok(api, api->runtime_get_version(&runtime), "cudaRuntimeGetVersion", err,
-                     errlen)) {
-            return -1;
-        }
-        out->cuda_runtime_version = runtime;
-        out->trt_version = api->infer_lib_version();
-        return 0;
-    } catch (const std::exception& ex) {
-        set_err(err, errlen, std::string("device query failed: ") + ex.what());
-        return -1;
-    } catch (...) {
-        set_err(err, errlen, "device query failed");
-        return -1;
-    }
+    return guarded("device query", err, errlen, -1,
+                   [&] { return device_info(api, device, out, err, errlen); });
 }
 
 int ew_trt_build(const ew_trt_api* api, const ew_trt_build_params* params,
                  ew_trt_progress progress, void* progress_user, ew_trt_blob* plan,
                  ew_trt_blob* timing_cache, char* err, size_t errlen) {
-    try {
+    return guarded("engine build", err, errlen, -1, [&] {
         return build(api, params, progress, progress_user, plan, timing_cache, err, errlen);
-    } catch (const std::exception& ex) {
-        set_err(err, errlen, std::string("engine build failed: ") + ex.what());
-        return -1;
-    } catch (...) {
-        set_err(err, errlen, "engine build failed");
-        return -1;
-    }
+    });
 }
 
 void ew_trt_blob_free(ew_trt_blob* blob) {
@@ -790,30 +797,18 @@ void ew_trt_blob_free(ew_trt_blob* blob) {
 
 void* ew_trt_load(const ew_trt_api* api, const void* plan, uint64_t len,
                   const ew_trt_load_params* params, ew_trt_io* io, char* err, size_t errlen) {
-    try {
+    return guarded("engine load", err, errlen, static_cast<void*>(nullptr), [&]() -> void* {
         return load(api, plan, len, params, io, err, errlen);
-    } catch (const std::exception& ex) {
-        set_err(err, errlen, std::string("engine load failed: ") + ex.what());
-        return nullptr;
-    } catch (...) {
-        set_err(err, errlen, "engine load failed");
-        return nullptr;
-    }
+    });
 }
 
 int ew_trt_run(void* engine, const float* input, const int32_t dims[4], float* output,
                uint64_t output_capacity, int32_t out_dims[EW_TRT_MAX_DIMS], int32_t* out_rank,
                char* err, size_t errlen) {
-    try {
+    return guarded("inference", err, errlen, -1, [&] {
         return run(*static_cast<Engine*>(engine), input, dims, output, output_capacity, out_dims,
                    out_rank, err, errlen);
-    } catch (const std::exception& ex) {
-        set_err(err, errlen, std::string("inference failed: ") + ex.what());
-        return -1;
-    } catch (...) {
-        set_err(err, errlen, "inference failed");
-        return -1;
-    }
+    });
 }
 
 void ew_trt_unload(void* engine) {
