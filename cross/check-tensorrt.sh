@@ -106,4 +106,29 @@ for want in 'Serving on the CPU backend meanwhile; building one at low priority'
   fi
 done
 grep -E 'no usable TensorRT|not available' "$cfg/log" | sed 's/^[^ ]* *//'
+# CHECK_TRT_AARCH64=1: the same for the Nano's target (glibc 2.27, zig's
+# C++), run under qemu with stand-ins built by zig (about 5 minutes).
+if [ "${CHECK_TRT_AARCH64:-0}" = 1 ]; then
+  EDGEWATCH_FEATURES=tensorrt TENSORRT_ROOT=$PWD/$h/trt-8.2.1 CUDA_HOME=$PWD/$h/cuda12 \
+    ./cross/build.sh aarch64
+  arm=target/aarch64-unknown-linux-gnu/dist/edgewatch
+  alib=$cfg/armlib
+  mkdir -p "$alib"
+  for spec in NVINFER:libnvinfer.so.8 PARSER:libnvonnxparser.so.8 CUDART:libcudart.so.10.2; do
+    target/xtools/zig/ziglang/zig cc -target aarch64-linux-gnu.2.27 -shared -fPIC \
+      -DLIB_${spec%%:*} -o "$alib/${spec##*:}" cross/tensorrt-standin.c
+  done
+  set +e
+  err=$(qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH="$alib" "$arm" build-engine --config "$cfg/ew.toml" 2>&1)
+  set -e
+  echo "$err" | grep -E '^build-engine|^edgewatch'
+  if ! echo "$err" | grep -q 'createInferBuilder failed'; then
+    echo "check-tensorrt: aarch64 build-engine with stand-ins did not reach TensorRT" >&2
+    exit 1
+  fi
+  if readelf -d "$arm" | grep NEEDED | grep -Ei 'nvinfer|nvonnx|cudart|stdc'; then
+    echo "check-tensorrt: the aarch64 tensorrt build links TensorRT/CUDA or libstdc++" >&2
+    exit 1
+  fi
+fi
 echo "check-tensorrt: ok"
