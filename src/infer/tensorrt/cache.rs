@@ -389,31 +389,24 @@ mod tests {
     #[test]
     fn every_key_field_changes_the_digest() {
         let base = key();
-        let mut variants = vec![];
-        let mut k = base.clone();
-        k.model_sha256 = "00".into();
-        variants.push(k);
-        let mut k = base.clone();
-        k.tensorrt = "8.2.3".into();
-        variants.push(k);
-        let mut k = base.clone();
-        k.gpu = "Orin".into();
-        variants.push(k);
-        let mut k = base.clone();
-        k.compute_capability = "8.7".into();
-        variants.push(k);
-        let mut k = base.clone();
-        k.precision = Precision::Fp32;
-        variants.push(k);
-        let mut k = base.clone();
-        k.batch = 1;
-        variants.push(k);
-        let mut k = base.clone();
-        k.input[2] = [4, 3, 1280, 1280];
-        variants.push(k);
-        let mut k = base.clone();
-        k.restricted_tactics = false;
-        variants.push(k);
+        let changes: [fn(&mut EngineKey); 8] = [
+            |k| k.model_sha256 = "00".into(),
+            |k| k.tensorrt = "8.2.3".into(),
+            |k| k.gpu = "Orin".into(),
+            |k| k.compute_capability = "8.7".into(),
+            |k| k.precision = Precision::Fp32,
+            |k| k.batch = 1,
+            |k| k.input[2] = [4, 3, 1280, 1280],
+            |k| k.restricted_tactics = false,
+        ];
+        let variants: Vec<EngineKey> = changes
+            .iter()
+            .map(|change| {
+                let mut k = base.clone();
+                change(&mut k);
+                k
+            })
+            .collect();
         let mut digests: Vec<String> = variants.iter().map(EngineKey::digest).collect();
         digests.push(base.digest());
         let n = digests.len();
