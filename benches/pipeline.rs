@@ -5,8 +5,7 @@
 //! `cargo bench --bench pipeline`; the model-free parts need no download, the
 //! DB decode needs engines/fetch-models.sh.
 
-#[path = "../tests/common/textimg.rs"]
-mod textimg;
+use edgewatch_samples as textimg;
 
 #[path = "../tests/common/message.rs"]
 mod message;

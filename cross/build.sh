@@ -36,11 +36,6 @@ export PATH="$PWD/$tools/zig/ziglang:$PWD/$tools/cargo/bin:$PATH"
 for arch in "${arches[@]}"; do
   triple="$arch-unknown-linux-gnu"
   rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
-  # bindgen (the V4L2 bindings) parses headers with libclang: point it at
-  # zig's headers for the target (glibc 2.27, Linux UAPI) and its clang
-  # builtins, not at the host's x86 headers.
-  zl="$PWD/$tools/zig/ziglang/lib"
-  export "BINDGEN_EXTRA_CLANG_ARGS=-isystem $zl/include -isystem $zl/libc/include/$arch-linux-gnu -isystem $zl/libc/include/generic-glibc -isystem $zl/libc/include/$arch-linux-any -isystem $zl/libc/include/any-linux-any -D__GLIBC_MINOR__=${GLIBC#2.}"
   echo "== cargo zigbuild --profile dist --target $triple.$GLIBC"
   # EDGEWATCH_FEATURES=tensorrt builds the TensorRT backend (needs its
   # headers: TENSORRT_ROOT, CUDA_HOME; see README "TensorRT on a Jetson").

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 ./cross/build.sh aarch64
 # The x86 reference and the sample image (debug, as the tests built them).
-cargo build --locked --bin edgewatch --example make_samples
+cargo build --locked -p edgewatch --bin edgewatch -p edgewatch-samples --bin make-samples
 bin=target/aarch64-unknown-linux-gnu/dist/edgewatch
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 
@@ -18,7 +18,7 @@ echo "== $bin --version under qemu-aarch64"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-target/debug/examples/make_samples "$work" 1 640 480 4 22 34 >/dev/null
+target/debug/make-samples "$work" 1 640 480 4 22 34 >/dev/null
 img="$work/sample-000.jpg"
 printf '[model]\npath = "%s/engines/ppocr-det-v4.onnx"\n' "$PWD" >"$work/detect.toml"
 echo "== detect under qemu-aarch64 vs x86"

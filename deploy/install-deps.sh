@@ -1,35 +1,70 @@
 #!/usr/bin/env bash
-# Installs the system packages edgewatch's quick start and tests use, when
-# missing: mosquitto + clients (the broker), a TrueType font (test images),
-# python3 + pip (model fetch), systemd-analyze (unit checks), openssl (test
-# certificates), libclang (V4L2 bindings). Debian/Ubuntu; uses sudo when not root.
+# Installs the Debian/Ubuntu packages edgewatch's quick start and tests use,
+# when missing, in one apt call. Uses sudo when not root.
+#
+# Each package is asked of dpkg itself (dpkg-query's Status), never guessed
+# from a file or a command of that name: a glob once took libclang-cpp for
+# libclang, and a pyenv python for Debian's python3-pip.
+#
+# Usage: install-deps.sh [--cross] [--check]
+#   --cross  also what cross/test.sh needs (qemu, arm64 libc, lintian)
+#   --check  only list what is missing; exit 1 if anything is
 set -euo pipefail
 
-need=()
-command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
-command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
-[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
-command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-# The v4l crate generates its V4L2 bindings with bindgen, which loads libclang.
-compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/*/libclang*.so*' >/dev/null || need+=(libclang-dev)
-
-# --cross: what cross/test.sh needs to run and package the aarch64 build.
-if [[ ${1:-} == --cross ]]; then
-  command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
-  [[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]] || need+=(libc6-arm64-cross)
-  [[ -e /usr/aarch64-linux-gnu/lib/libgcc_s.so.1 ]] || need+=(libgcc-s1-arm64-cross)
-  command -v lintian >/dev/null 2>&1 || need+=(lintian)
+# What each package is for, so a refusal can say why it is wanted.
+packages=(
+  "mosquitto:the MQTT broker the quick start and tests talk to"
+  "mosquitto-clients:mosquitto_sub/mosquitto_passwd (quick start, TLS tests)"
+  "fonts-dejavu-core:the font sample and test images are drawn with"
+  "python3:model fetch and test-model builder"
+  "python3-pip:fetches the model (PyPI) and the onnx package"
+  "ca-certificates:HTTPS to PyPI and crates.io"
+  "gcc:the linker Rust uses, and ring's C code"
+  "libc6-dev:C headers and crt files for linking"
+  "systemd:systemd-analyze and journalctl (unit and journald tests)"
+  "openssl:test certificates"
+  "procps:kill, used by the restart tests"
+)
+cross=false
+check=false
+for arg in "$@"; do
+  case $arg in
+    --cross) cross=true ;;
+    --check) check=true ;;
+    *) echo "usage: $0 [--cross] [--check]" >&2; exit 2 ;;
+  esac
+done
+if $cross; then
+  packages+=(
+    "qemu-user:runs the aarch64 build (cross/test.sh)"
+    "libc6-arm64-cross:the aarch64 loader and libc for qemu"
+    "libgcc-s1-arm64-cross:libgcc_s for the aarch64 build under qemu"
+    "lintian:checks the .deb"
+  )
 fi
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "error: no dpkg-query here: this script knows Debian and Ubuntu only; install the equivalents of:" >&2
+  printf '  %s\n' "${packages[@]}" >&2
+  exit 1
+fi
+
+installed() {
+  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+need=()
+for entry in "${packages[@]}"; do
+  pkg=${entry%%:*}
+  installed "$pkg" || need+=("$pkg")
+done
 
 if [[ ${#need[@]} -eq 0 ]]; then
   echo "system packages ok"
   exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "error: missing ${need[*]} and no apt-get here; install them with your package manager" >&2
+if $check; then
+  echo "missing: ${need[*]}"
   exit 1
 fi
 sudo=""
@@ -40,3 +75,10 @@ fi
 echo "installing: ${need[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+# Say so now if apt's success did not leave every package installed.
+missing=()
+for pkg in "${need[@]}"; do installed "$pkg" || missing+=("$pkg"); done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "error: apt-get finished but ${missing[*]} is still not installed; see apt's output above" >&2
+  exit 1
+fi

@@ -20,7 +20,7 @@ say "system packages"
 say "model"
 ./engines/fetch-models.sh
 say "build (release; the first build takes several minutes)"
-cargo build --release --locked --bin edgewatch --example make_samples
+cargo build --release --locked -p edgewatch --bin edgewatch -p edgewatch-samples --bin make-samples
 
 mkdir -p run
 pids=()
@@ -56,7 +56,7 @@ pids+=($daemon)
 for _ in $(seq 100); do grep -q "edgewatch ready" run/edgewatch.log 2>/dev/null && break; sleep 0.1; done
 
 say "dropping $samples sample images into run/inbox"
-./target/release/examples/make_samples run/inbox "$samples" > run/truth.jsonl
+./target/release/make-samples run/inbox "$samples" > run/truth.jsonl
 
 if wait "$sub"; then
   say "detection messages received ($samples):"

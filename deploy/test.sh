@@ -28,12 +28,12 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo clippy --features tensorrt (a type-check: no TensorRT here)"
-cargo clippy --all-targets --locked --features tensorrt -- -D warnings
+cargo clippy -p edgewatch --all-targets --locked --features tensorrt -- -D warnings
 echo "== TensorRT shim against public headers (skipped when they are absent)"
 ./cross/check-tensorrt.sh
 echo "== cargo test"
-cargo test --all-targets --locked
+cargo test --workspace --all-targets --locked
 echo "== aarch64 (Jetson) build, qemu run, .deb"
 ./cross/test.sh

@@ -12,7 +12,7 @@ pylib="$root/target/pylib"
 script="$here/make_test_models.py"
 
 fresh=1
-for m in yolov8-squares yolov5-squares classify-colors classify-colors-softmax; do
+for m in yolov8-squares yolov5-squares classify-colors classify-colors-softmax db-bright; do
   [[ -f "$out/$m.onnx" && "$out/$m.onnx" -nt "$script" ]] || fresh=0
 done
 if [[ $fresh -eq 1 ]]; then

@@ -43,7 +43,7 @@ pub fn detector_settings(
     let labels = match crate::decode::labels::resolve(
         &config.model.labels,
         config.model.labels_file.as_deref(),
-        None,
+        &crate::decode::labels::no_metadata,
     )? {
         Some((labels, _)) => labels,
         None => model.labels.clone(),

@@ -399,12 +399,13 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
     match load(path, purpose) {
         Ok(c) => {
             println!(
-                "{}: ok — device {:?}, model {} ({:?}, {:?}), {} source(s){}",
+                "{}: ok — device {}, model {} (family {}, backend {}), tiling {}, {} source(s){}",
                 path.display(),
                 c.device,
                 c.model.path.display(),
-                c.model.family,
-                c.model.backend,
+                c.model.family.name(),
+                c.model.backend.name(),
+                c.tiling.mode.name(),
                 c.sources.len(),
                 c.mqtt
                     .as_ref()
@@ -428,7 +429,7 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
             println!(
-                "model: {:?}, {} class(es) ({}), labels from {}, input {}",
+                "model: {}, {} label(s) ({}), labels from {}, input {}",
                 model.head,
                 model.labels.len(),
                 model

@@ -294,11 +294,12 @@ fn layouts_that_do_not_fit_fail_at_start_up_showing_the_shapes() {
         &["[1, 1, 640, 640]", "YOLOv5", "YOLOv8", "model.family"],
     );
     let cases: [(&str, &str, &[&str]); 5] = [
-        // A YOLO export left at the default family (db).
+        // A YOLO export left at the default family (db): its fixed 640×640
+        // is run as it is, and the layout is named.
         (
-            "yolov8-squares.onnx",
+            "yolov5-squares.onnx",
             "",
-            &["[1, 7, 1369]", "DB (text)", "family = \"yolo\""],
+            &["[1, 1369, 8]", "DB (text)", "family = \"yolo\""],
         ),
         // Labels that do not match the class count.
         (
@@ -317,15 +318,131 @@ fn layouts_that_do_not_fit_fail_at_start_up_showing_the_shapes() {
             "family = \"yolo\"\n[decode]\nclasses = [\"dog\"]\n",
             &["decode.classes", "\"dog\"", "red, green, blue"],
         ),
-        // A fixed-input model told a different input size.
+        // A fixed-input model (batch symbolic, H×W fixed) told another size.
         (
-            "yolov8-squares.onnx",
+            "yolov5-squares.onnx",
             "family = \"yolo\"\ninput = { width = 320, height = 320 }\n",
             &["model.input", "640x640"],
         ),
     ];
     for (model, extra, needles) in cases {
         fails_with(&config(dir.path(), model, extra), needles);
+    }
+}
+
+fn check_config(cfg: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(common::bin())
+        .arg("check-config")
+        .arg(cfg)
+        .arg("--detect")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The test models are written as exporters write theirs (see
+/// make_test_models.py): symbolic batch names, `value_info` carrying them,
+/// current opsets. Each loads, names its layout in the config's words, and
+/// says where its labels came from.
+#[test]
+fn exporter_style_models_load_and_say_where_their_labels_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = common::test_model("colors.names");
+    let labels_file = format!("labels_file = {:?}\n", names.display().to_string());
+    let cases: [(&str, &str, String, &str, &str); 5] = [
+        (
+            "yolov8-squares.onnx",
+            "batch",
+            "family = \"yolo\"\n".into(),
+            "model: yolo (YOLOv8 [4+C, N] layout, 3 classes, 1369 candidates), 3 label(s) (red, green, blue), labels from the ONNX metadata `names`, input 640x640",
+            "(family yolo, backend cpu), tiling auto",
+        ),
+        (
+            "yolov5-squares.onnx",
+            "batch",
+            format!("family = \"yolo\"\n{labels_file}"),
+            "model: yolo (YOLOv5 [N, 5+C] layout, 3 classes, 1369 candidates), 3 label(s) (red, green, blue), labels from model.labels_file, input 640x640",
+            "(family yolo, backend cpu)",
+        ),
+        (
+            "classify-colors.onnx",
+            "batch_size",
+            "family = \"classify\"\n".into(),
+            "model: classify (3 classes), 3 label(s) (class0, class1, class2), labels from defaults (none given), input 224x224",
+            "(family classify, backend cpu)",
+        ),
+        (
+            "classify-colors-softmax.onnx",
+            "DynamicDimension.0",
+            "family = \"classify\"\n".into(),
+            "model: classify (3 classes), 3 label(s) (red, green, blue), labels from the ONNX metadata `character`, input 224x224",
+            "(family classify, backend cpu)",
+        ),
+        (
+            "db-bright.onnx",
+            "DynamicDimension.0",
+            "[tiling]\nmode = \"off\"\n".into(),
+            "model: db (a text probability map), 1 label(s) (text), labels from defaults (none given), input dynamic",
+            "(family db, backend cpu), tiling off",
+        ),
+    ];
+    for (model, symbol, extra, want, first) in cases {
+        // The file really carries the exporter's symbol inside the graph.
+        let bytes = std::fs::read(common::test_model(model)).unwrap();
+        let hits = bytes
+            .windows(symbol.len())
+            .filter(|w| *w == symbol.as_bytes())
+            .count();
+        assert!(hits >= 3, "{model}: {symbol} appears {hits} times");
+        let (code, stdout, stderr) = check_config(&config(dir.path(), model, &extra));
+        assert_eq!(code, Some(0), "{model}: {stdout} {stderr}");
+        assert!(stdout.contains(want), "{model}: want {want:?} in {stdout}");
+        assert!(
+            stdout.contains(first),
+            "{model}: want {first:?} in {stdout}"
+        );
+        assert!(
+            !stdout.contains("Cpu") && !stdout.contains("Db"),
+            "{stdout}"
+        );
+    }
+}
+
+/// The Paddle-style DB model is dynamic in batch, height and width (and its
+/// inner maps carry symbols of their own): frames of two sizes each get their
+/// plan, and a bright bar is found as text where it is.
+#[test]
+fn paddle_style_db_model_finds_text_at_two_frame_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "db-bright.onnx", "[tiling]\nmode = \"off\"\n");
+    let mut paths = Vec::new();
+    for (w, h) in [(640, 480), (800, 600)] {
+        let img = squares(w, h, &[(200, 160, 120, Rgb([255, 255, 255]))]);
+        let p = dir.path().join(format!("bar-{w}.png"));
+        common::save(&img, &p);
+        paths.push(p);
+    }
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let got = found(&detect(&cfg, &refs));
+    assert_eq!(got.len(), 2);
+    for frame in got {
+        assert_eq!(frame.len(), 1, "{frame:?}");
+        let (label, score, b) = &frame[0];
+        assert_eq!(label, "text");
+        assert!(*score > 0.9, "{frame:?}");
+        // DB boxes are the region grown by its unclip ratio: around the square.
+        assert!(
+            b[0] <= 201.0 && b[1] <= 161.0 && b[2] >= 319.0 && b[3] >= 279.0,
+            "{b:?}"
+        );
+        assert!(
+            b[0] >= 150.0 && b[1] >= 110.0 && b[2] <= 370.0 && b[3] <= 330.0,
+            "{b:?}"
+        );
     }
 }
 
@@ -346,7 +463,7 @@ fn check_config_loads_the_model_and_names_its_layout() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("layout: V5, classes: 3, candidates: 1369"),
+        stdout.contains("yolo (YOLOv5 [N, 5+C] layout, 3 classes, 1369 candidates)"),
         "{stdout}"
     );
     assert!(stdout.contains("class0, class1, class2"), "{stdout}");

@@ -28,17 +28,17 @@ if ! PYTHONPATH="$pylib" python3 -c "import rapidocr_onnxruntime" 2>/dev/null; t
 fi
 
 echo "building edgewatch (release) ..."
-cargo build --release --locked --quiet --bin edgewatch --example make_samples
+cargo build --release --locked --quiet -p edgewatch --bin edgewatch -p edgewatch-samples --bin make-samples
 
 mkdir -p "$data"
 # Seeded: the same images on every run and every machine.
 if [[ ! -s "$data/1080p.jsonl" || $(wc -l <"$data/1080p.jsonl") -ne $n1080 ]]; then
   rm -rf "$data/1080p"
-  target/release/examples/make_samples "$data/1080p" "$n1080" 1920 1080 8 26 44 >"$data/1080p.jsonl"
+  target/release/make-samples "$data/1080p" "$n1080" 1920 1080 8 26 44 >"$data/1080p.jsonl"
 fi
 if [[ ! -s "$data/4k.jsonl" || $(wc -l <"$data/4k.jsonl") -ne $n4k ]]; then
   rm -rf "$data/4k"
-  target/release/examples/make_samples "$data/4k" "$n4k" 3840 2160 40 12 20 >"$data/4k.jsonl"
+  target/release/make-samples "$data/4k" "$n4k" 3840 2160 40 12 20 >"$data/4k.jsonl"
 fi
 
 model="$root/engines/ppocr-det-v4.onnx"

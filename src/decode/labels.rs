@@ -1,5 +1,6 @@
 //! Class labels: from the config's `labels`, else a `labels_file`, else the
-//! ONNX metadata `names` that Ultralytics exports write.
+//! ONNX metadata where exporters put them: `names` (Ultralytics),
+//! `character` (PaddleOCR/PaddleClas, one label per line), `labels`.
 
 use std::path::Path;
 
@@ -10,29 +11,40 @@ pub enum LabelOrigin {
     Config,
     /// `[model] labels_file`.
     File,
-    /// The ONNX metadata `names`.
-    Metadata,
+    /// The ONNX metadata under this key (`names`, `character`, `labels`).
+    Metadata(&'static str),
     /// None given: `class0`, `class1`, … (or `text` for DB models).
     Generated,
 }
 
 impl std::fmt::Display for LabelOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LabelOrigin::Config => "model.labels",
-            LabelOrigin::File => "model.labels_file",
-            LabelOrigin::Metadata => "the ONNX metadata (names)",
-            LabelOrigin::Generated => "defaults (none given)",
-        })
+        match self {
+            LabelOrigin::Config => f.write_str("model.labels"),
+            LabelOrigin::File => f.write_str("model.labels_file"),
+            LabelOrigin::Metadata(key) => write!(f, "the ONNX metadata `{key}`"),
+            LabelOrigin::Generated => f.write_str("defaults (none given)"),
+        }
     }
 }
 
-/// Labels in the order they are looked for. `metadata` is the raw `names`
-/// value, if the model has one. Errors say which source was bad and how.
+/// Reads labels out of one metadata value; `None` when it holds none.
+type ParseLabels = fn(&str) -> Option<Vec<String>>;
+
+/// The ONNX metadata keys exporters keep labels under, in the order they
+/// are looked for, each with how its value is read.
+const METADATA_KEYS: [(&str, ParseLabels); 3] = [
+    ("names", parse_names),
+    ("character", parse_lines),
+    ("labels", parse_list_or_lines),
+];
+
+/// Labels in the order they are looked for. `metadata` looks up a raw ONNX
+/// metadata value by key. Errors say which source was bad and how.
 pub fn resolve(
     configured: &[String],
     file: Option<&Path>,
-    metadata: Option<&str>,
+    metadata: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(Vec<String>, LabelOrigin)>, String> {
     if !configured.is_empty() {
         return Ok(Some((configured.to_vec(), LabelOrigin::Config)));
@@ -58,10 +70,35 @@ pub fn resolve(
         }
         return Ok(Some((labels, LabelOrigin::File)));
     }
-    if let Some(names) = metadata.and_then(parse_names) {
-        return Ok(Some((names, LabelOrigin::Metadata)));
+    for (key, parse) in METADATA_KEYS {
+        if let Some(labels) = metadata(key).as_deref().and_then(parse) {
+            return Ok(Some((labels, LabelOrigin::Metadata(key))));
+        }
     }
     Ok(None)
+}
+
+/// No metadata: for callers that resolve only what the config gives.
+pub fn no_metadata(_: &str) -> Option<String> {
+    None
+}
+
+/// One label per line, as PaddleOCR and PaddleClas write `character`. A
+/// label may be a space (OCR dictionaries have one), so only line ends are
+/// trimmed; empty lines are skipped.
+pub fn parse_lines(text: &str) -> Option<Vec<String>> {
+    let labels: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    (!labels.is_empty()).then_some(labels)
+}
+
+/// A JSON list or dict literal (as `names`), else one label per line.
+fn parse_list_or_lines(text: &str) -> Option<Vec<String>> {
+    parse_names(text).or_else(|| parse_lines(text))
 }
 
 /// Which classes `[decode] classes` lets through: `allowed[c]` per label, all
@@ -161,19 +198,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("l.names");
         std::fs::write(&file, "cat\n\n dog \n").unwrap();
-        let meta = Some("{0: 'm'}");
-        let (l, o) = resolve(&["x".into()], Some(&file), meta).unwrap().unwrap();
+        let meta = |k: &str| (k == "names").then(|| "{0: 'm'}".to_string());
+        let (l, o) = resolve(&["x".into()], Some(&file), &meta).unwrap().unwrap();
         assert_eq!((l, o), (vec!["x".to_string()], LabelOrigin::Config));
-        let (l, o) = resolve(&[], Some(&file), meta).unwrap().unwrap();
+        let (l, o) = resolve(&[], Some(&file), &meta).unwrap().unwrap();
         assert_eq!(
             (l, o),
             (vec!["cat".to_string(), "dog".into()], LabelOrigin::File)
         );
-        let (l, o) = resolve(&[], None, meta).unwrap().unwrap();
-        assert_eq!((l, o), (vec!["m".to_string()], LabelOrigin::Metadata));
-        assert_eq!(resolve(&[], None, Some("junk")).unwrap(), None);
-        let err = resolve(&[], Some(&dir.path().join("missing")), None).unwrap_err();
+        let (l, o) = resolve(&[], None, &meta).unwrap().unwrap();
+        assert_eq!(
+            (l, o),
+            (vec!["m".to_string()], LabelOrigin::Metadata("names"))
+        );
+        let junk = |k: &str| (k == "names").then(|| "junk".to_string());
+        assert_eq!(resolve(&[], None, &junk).unwrap(), None);
+        let err = resolve(&[], Some(&dir.path().join("missing")), &no_metadata).unwrap_err();
         assert!(err.contains("cannot read labels_file"), "{err}");
+    }
+
+    #[test]
+    fn metadata_keys_of_each_exporter() {
+        let paddle = |k: &str| (k == "character").then(|| "red\r\n \n\nblue\n".to_string());
+        let (l, o) = resolve(&[], None, &paddle).unwrap().unwrap();
+        assert_eq!(l, ["red", " ", "blue"]);
+        assert_eq!(o, LabelOrigin::Metadata("character"));
+        assert_eq!(o.to_string(), "the ONNX metadata `character`");
+        let both = |k: &str| match k {
+            "names" => Some("{0: 'from-names'}".to_string()),
+            "labels" => Some("[\"from-labels\"]".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            resolve(&[], None, &both).unwrap().unwrap().0,
+            ["from-names"]
+        );
+        let labels = |k: &str| (k == "labels").then(|| "cat\ndog".to_string());
+        let (l, o) = resolve(&[], None, &labels).unwrap().unwrap();
+        assert_eq!(
+            (l, o),
+            (
+                vec!["cat".to_string(), "dog".into()],
+                LabelOrigin::Metadata("labels")
+            )
+        );
+        let json = |k: &str| (k == "labels").then(|| "[\"a\", \"b\"]".to_string());
+        assert_eq!(resolve(&[], None, &json).unwrap().unwrap().0, ["a", "b"]);
     }
 
     #[test]

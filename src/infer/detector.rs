@@ -349,7 +349,9 @@ impl Detector {
         let (sw, sh) = (plan.scaled_w as usize, plan.scaled_h as usize);
         self.stitch.clear();
         self.stitch.resize(sw * sh, 0);
-        let batch = self.settings.tiling.batch.max(1) as usize;
+        // A model exported with a fixed batch takes no more tiles at once.
+        let batch = (self.settings.tiling.batch.max(1) as usize)
+            .min(self.engine.input_spec().max_batch.max(1));
         let order: Vec<usize> = (0..plan.tiles.len()).collect();
         // Tiles of one shape go together; a plan has at most one shape unless
         // the frame is smaller than a tile, and then it has one tile.

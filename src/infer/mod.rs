@@ -60,6 +60,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Tensorrt => "tensorrt",
+        }
+    }
+
     /// Name reported in messages and metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -179,7 +187,7 @@ impl ModelConfig {
         if self.labels.iter().any(|l| l.trim().is_empty()) {
             out.push(("labels", "labels must not be empty strings".into()));
         }
-        if self.max_side < 32 || self.max_side % 32 != 0 || self.max_side > 8192 {
+        if self.max_side < 32 || !self.max_side.is_multiple_of(32) || self.max_side > 8192 {
             out.push((
                 "max_side",
                 format!(

@@ -22,6 +22,26 @@ pub enum Head {
     Classify(ClassifyHead),
 }
 
+impl std::fmt::Display for Head {
+    /// In the config's words: the family, then what the output holds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Head::Db => f.write_str("db (a text probability map)"),
+            Head::Yolo(h) => write!(
+                f,
+                "yolo ({} layout, {} classes, {} candidates)",
+                match h.layout {
+                    crate::decode::yolo::YoloLayout::V5 => "YOLOv5 [N, 5+C]",
+                    crate::decode::yolo::YoloLayout::V8 => "YOLOv8 [4+C, N]",
+                },
+                h.classes,
+                h.candidates
+            ),
+            Head::Classify(h) => write!(f, "classify ({} classes)", h.classes),
+        }
+    }
+}
+
 /// What messages say about the model.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
@@ -64,9 +84,9 @@ impl LoadedModel {
             path: cfg.path.clone(),
             reason,
         };
-        let names = tract.metadata("names");
-        let resolved = labels::resolve(&cfg.labels, cfg.labels_file.as_deref(), names.as_deref())
-            .map_err(layout)?;
+        let metadata = |key: &str| tract.metadata(key);
+        let resolved =
+            labels::resolve(&cfg.labels, cfg.labels_file.as_deref(), &metadata).map_err(layout)?;
         let count = resolved.as_ref().map(|(l, _)| l.len());
         let input = match (tract.input_spec().fixed_hw, cfg.family) {
             (_, Family::Db) => (warm[3] as u32, warm[2] as u32),
@@ -85,7 +105,10 @@ impl LoadedModel {
         // A fixed-input file is checked at its own size whatever the family,
         // so a YOLO export left at `family = "db"` gets the layout message.
         let shape = match (cfg.family, tract.input_spec().fixed_hw) {
-            (Family::Db, None) => warm,
+            (Family::Db, None) => {
+                let [n, c, h, w] = warm;
+                [n.min(tract.input_spec().max_batch), c, h, w]
+            }
             (Family::Db, Some((h, w))) => [1, 3, h, w],
             _ => [1, 3, input.1 as usize, input.0 as usize],
         };

@@ -30,6 +30,17 @@ pub enum TilingMode {
     Auto,
 }
 
+impl TilingMode {
+    /// Name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            TilingMode::Off => "off",
+            TilingMode::Tiles => "tiles",
+            TilingMode::Auto => "auto",
+        }
+    }
+}
+
 /// `[tiling]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,7 +124,7 @@ impl TilingConfig {
     /// Problems as (key within `[tiling]`, reason).
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if self.tile < 64 || self.tile % 32 != 0 || self.tile > 4096 {
+        if self.tile < 64 || !self.tile.is_multiple_of(32) || self.tile > 4096 {
             out.push((
                 "tile",
                 format!(

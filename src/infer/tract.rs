@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::{DimFact, Factoid, ShapeFactoid};
 
 use super::{Engine, InferError, InputSpec, Outputs, TensorBatch};
 
@@ -40,22 +41,25 @@ impl TractModel {
             .first()
             .map(|o| model.node(o.node).name.clone())
             .unwrap_or_else(|| "x".to_string());
-        // Exports such as Ultralytics' are fixed at one H×W; DB models are dynamic.
-        let fixed_hw = model
-            .input_fact(0)
-            .ok()
-            .and_then(|f| f.shape.as_concrete_finite().ok().flatten())
-            .and_then(|s| match s.as_slice() {
-                [_, _, h, w] => Some((*h, *w)),
-                _ => None,
-            });
+        let declared = declared_dims(&model);
+        // Exports such as Ultralytics' are fixed at one H×W; DB models are
+        // dynamic. A symbolic batch says nothing about H×W, so each dim is
+        // read on its own.
+        let fixed_hw = match declared {
+            Some([_, _, Some(h), Some(w)]) => Some((h, w)),
+            _ => None,
+        };
+        let max_batch = match declared {
+            Some([Some(n), ..]) => n.max(1),
+            _ => 8,
+        };
         Ok(TractModel {
             proto: Arc::new(model),
             plans: Arc::new(Mutex::new(HashMap::new())),
             spec: InputSpec {
                 name,
                 fixed_hw,
-                max_batch: 8,
+                max_batch,
             },
             path: path.to_path_buf(),
         })
@@ -107,9 +111,7 @@ impl TractModel {
             return Ok(plan.clone());
         }
         let started = Instant::now();
-        let plan = (*self.proto)
-            .clone()
-            .with_input_fact(0, f32::fact(shape).into())
+        let plan = bind(&self.proto, shape)
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| load_error(&self.path, e))?;
@@ -132,6 +134,67 @@ impl TractModel {
             states: HashMap::new(),
         })
     }
+}
+
+/// The first input's declared NCHW dims: `Some(n)` where the file fixes
+/// one, `None` where it is symbolic (`batch`, `DynamicDimension.0`) or unset.
+fn declared_dims(model: &InferenceModel) -> Option<[Option<usize>; 4]> {
+    let fact = model.input_fact(0).ok()?;
+    let dims: Vec<Option<usize>> = fact
+        .shape
+        .dims()
+        .map(|d| d.concretize().and_then(|d| d.as_i64()).map(|n| n as usize))
+        .collect();
+    dims.try_into().ok()
+}
+
+/// `proto` with its input fixed at `shape` (NCHW).
+///
+/// Exporters (PyTorch, Paddle, Ultralytics with `dynamic=True`) declare a
+/// symbolic batch, and write `value_info` with that symbol for tensors inside
+/// the graph. Fixing only the input leaves tract to unify `batch` with `1` in
+/// those facts, which it refuses. So every symbol the input declares takes
+/// its value from `shape` in every fact the file states, before analysis;
+/// a dim still symbolic after that (an exporter's `anchors`, Paddle's
+/// `DynamicDimension.3` for an inner map) is a hint tract cannot check
+/// against the fixed input, and is forgotten: analysis works it out.
+fn bind(proto: &InferenceModel, shape: [usize; 4]) -> TractResult<InferenceModel> {
+    let mut model = proto.clone();
+    let mut values = SymbolValues::default();
+    if let Ok(fact) = model.input_fact(0) {
+        for (dim, value) in fact.shape.dims().zip(shape) {
+            if let Some(TDim::Sym(symbol)) = dim.concretize() {
+                values.set(&symbol, value as i64);
+            }
+        }
+    }
+    let inputs = model.input_outlets()?.to_vec();
+    for node in 0..model.nodes().len() {
+        for slot in 0..model.nodes()[node].outputs.len() {
+            let outlet = OutletId::new(node, slot);
+            let fact = &model.nodes()[node].outputs[slot].fact;
+            let symbolic = |d: &DimFact| d.concretize().is_some_and(|d| !d.symbols().is_empty());
+            if inputs.contains(&outlet) || !fact.shape.dims().any(symbolic) {
+                continue;
+            }
+            let dims: TVec<DimFact> = fact
+                .shape
+                .dims()
+                .map(|d| match d.concretize().map(|d| d.eval(&values)) {
+                    Some(d) if d.symbols().is_empty() => DimFact::from(d),
+                    _ => DimFact::default(),
+                })
+                .collect();
+            let mut fact = fact.clone();
+            fact.shape = if fact.shape.is_open() {
+                ShapeFactoid::open(dims)
+            } else {
+                ShapeFactoid::closed(dims)
+            };
+            model.set_outlet_fact(outlet, fact)?;
+        }
+    }
+    model.with_input_fact(0, f32::fact(shape).into())
 }
 
 fn load_error(path: &Path, e: TractError) -> InferError {

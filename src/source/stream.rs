@@ -209,7 +209,7 @@ pub fn run(
             };
             backoff = settings.reconnect_min;
             let n = counts.captured.fetch_add(1, Ordering::Relaxed);
-            if n % settings.every_nth.max(1) as u64 != 0 {
+            if !n.is_multiple_of(settings.every_nth.max(1) as u64) {
                 counts.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

@@ -2,7 +2,8 @@
 //! port, an MQTT subscriber, the daemon as a child process, the model.
 #![allow(dead_code)]
 
-pub mod textimg;
+#[allow(unused_imports)]
+pub use edgewatch_samples as textimg;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

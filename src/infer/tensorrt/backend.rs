@@ -142,11 +142,19 @@ impl Gpu {
 }
 
 /// Input profile `[min, opt, max]` (NCHW) for the model and configuration:
-/// a fixed-input model's own size; else from the tiles and whole frames the
-/// detector will send.
+/// a fixed-input model's own size; a letterboxed or cropped family (YOLO,
+/// classify) at its one input size, whatever symbols the file declares; else
+/// from the tiles and whole frames the detector will send. The batch never
+/// exceeds the one a file fixes.
 pub fn profile(config: &Config, model: &LoadedModel) -> [[u32; 4]; 3] {
-    if let Some((h, w)) = model.tract.input_spec().fixed_hw {
+    let spec = model.tract.input_spec();
+    let batch = (config.tiling.batch).min(spec.max_batch as u32).max(1);
+    if let Some((h, w)) = spec.fixed_hw {
         let s = [1, 3, h as u32, w as u32];
+        return [s, s, s];
+    }
+    if model.head != crate::infer::model::Head::Db {
+        let s = [1, 3, model.input.1, model.input.0];
         return [s, s, s];
     }
     let warm = crate::daemon::warm_shape(config).map(|d| d as u32);
@@ -157,12 +165,7 @@ pub fn profile(config: &Config, model: &LoadedModel) -> [[u32; 4]; 3] {
         if config.tiling.tiles_frame(w as f64 / fw as f64) {
             let plan = crate::infer::tiling::TilePlan::new(fw, fh, &config.tiling);
             for (h, w) in plan.shapes() {
-                max = [
-                    max[0].max(config.tiling.batch),
-                    3,
-                    max[2].max(h),
-                    max[3].max(w),
-                ];
+                max = [max[0].max(batch), 3, max[2].max(h), max[3].max(w)];
             }
         }
     }

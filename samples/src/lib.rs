@@ -1,6 +1,6 @@
 //! Seeded images with text rendered at known places, and recall scoring.
-//! Shared by the integration tests, the benches and `examples/make_samples.rs`.
-#![allow(dead_code)]
+//! Shared by the integration tests, the benches and the quick start's
+//! `make-samples`.
 
 use ab_glyph::{Font, FontVec, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};

@@ -1,8 +1,8 @@
-//! Writes seeded sample images (1080p by default) with text at known places.
-//! Usage: cargo run --example make_samples -- OUT_DIR [COUNT] [WIDTH HEIGHT] [LINES PX_LO PX_HI]
+//! Writes seeded sample images (1080p by default) with text at known places,
+//! and prints one JSON line of ground truth per image.
+//! Usage: make-samples OUT_DIR [COUNT] [WIDTH HEIGHT] [LINES PX_LO PX_HI]
 
-#[path = "../tests/common/textimg.rs"]
-mod textimg;
+use edgewatch_samples as textimg;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
