@@ -28,6 +28,12 @@ pub struct Config {
     /// Largest frame decoded at full size; derived from the budget when unset.
     #[serde(default)]
     pub max_pixels: Option<u64>,
+    /// Most pixels a file may declare per byte it has. Real images stay far
+    /// below (a flat JPEG or 1-bit PNG: hundreds to a few thousand); a tiny
+    /// file declaring a huge size is a decompression bomb that would tie up a
+    /// worker for seconds, and goes to `failed/` instead.
+    #[serde(default = "default_pixels_per_byte")]
+    pub max_pixels_per_byte: u64,
     /// The model to run.
     pub model: ModelConfig,
     /// Tiled inference.
@@ -51,6 +57,10 @@ pub struct Config {
     /// The TensorRT backend (`model.backend = "tensorrt"`).
     #[serde(default)]
     pub tensorrt: crate::infer::tensorrt::settings::TensorrtConfig,
+}
+
+fn default_pixels_per_byte() -> u64 {
+    20_000
 }
 
 fn default_device() -> String {
@@ -225,6 +235,12 @@ impl Config {
         let tiling_issues = self.tiling.validate();
         for (key, reason) in &tiling_issues {
             bad(&format!("tiling.{key}"), reason.clone());
+        }
+        if self.max_pixels_per_byte == 0 {
+            bad(
+                "max_pixels_per_byte",
+                "must be greater than 0 (default 20000)".into(),
+            );
         }
         if self.max_pixels == Some(0) {
             bad(

@@ -68,6 +68,7 @@ pub fn detector_settings(
         crop: config.model.crop,
         normalisation: config.model.normalisation(),
         max_pixels,
+        max_pixels_per_byte: config.max_pixels_per_byte,
         tiling: config.tiling.clone(),
     })
 }

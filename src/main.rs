@@ -266,14 +266,44 @@ fn run(path: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            exit_code(&e)
+            exit_code(path, &e)
         }
     }
 }
 
-/// A model that does not fit its configured family, or labels that do not
-/// fit the model, are configuration errors (2); anything else is 1.
-fn exit_code(e: &anyhow::Error) -> ExitCode {
+/// Says why start-up failed, on one line, and gives the exit status.
+fn start_error(config: &Path, e: &anyhow::Error) -> ExitCode {
+    if !is_load_error(e) {
+        eprintln!("edgewatch: {e:#}");
+    }
+    exit_code(config, e)
+}
+
+fn is_load_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<edgewatch::infer::InferError>(),
+            Some(edgewatch::infer::InferError::Load { .. })
+        )
+    })
+}
+
+/// A model that does not fit its configured family, labels that do not fit
+/// the model, or a model file that does not load are configuration errors
+/// (2); anything else is 1. An unloadable model is also said in the config
+/// errors' own format, naming `model.path`.
+fn exit_code(config: &Path, e: &anyhow::Error) -> ExitCode {
+    if let Some(edgewatch::infer::InferError::Load { reason, .. }) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<edgewatch::infer::InferError>())
+    {
+        eprintln!(
+            "config error: {}: key `model.path`: {}",
+            config.display(),
+            edgewatch::frame::one_line(reason)
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let config_error = e.chain().any(|c| {
         c.is::<daemon::ConfigRejected>()
             || matches!(
@@ -308,10 +338,7 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
     }
     let (model, plan) = match daemon::load_model(&config) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("edgewatch: {e:#}");
-            return exit_code(&e);
-        }
+        Err(e) => return start_error(path, &e),
     };
     let workers = plan.workers;
     let settings = match daemon::detector_settings(&config, plan.max_pixels, &model) {
@@ -352,7 +379,13 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
                         };
                         Message::new(&config.device, &meta, &model.info, &result).to_json()
                     })
-                    .map_err(|e| format!("{e} (stage {})", e.stage()));
+                    .map_err(|e| {
+                        format!(
+                            "{} (stage {})",
+                            edgewatch::frame::one_line(&e.to_string()),
+                            e.stage()
+                        )
+                    });
                 if tx.send((i, out)).is_err() {
                     break;
                 }
@@ -419,10 +452,7 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
             // does not fit the family, labels that do not fit the classes.
             let (model, plan) = match daemon::load_model(&c) {
                 Ok(m) => m,
-                Err(e) => {
-                    eprintln!("edgewatch: {e:#}");
-                    return exit_code(&e);
-                }
+                Err(e) => return start_error(path, &e),
             };
             if let Err(e) = daemon::detector_settings(&c, plan.max_pixels, &model) {
                 eprintln!("edgewatch: {e}");

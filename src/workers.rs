@@ -247,7 +247,7 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
                         ),
                     }
                 }
-                process(job, &mut detector, s, &info);
+                process(job, &mut detector, s, beat, &info);
                 s.frames.fetch_add(1, Ordering::Relaxed);
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -257,17 +257,29 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
 }
 
 /// One job: a file or a camera frame.
-fn process(job: Job, detector: &mut Detector, s: &WorkerShared, info: &ModelInfo) {
+fn process(job: Job, detector: &mut Detector, s: &WorkerShared, beat: &Stage, info: &ModelInfo) {
+    // Waiting for the outbox (full, or its disk full) is not a hang: the
+    // worker beats while it waits, so it is not replaced for it.
+    let keep_waiting = || {
+        beat.beat();
+        !s.stop.load(Ordering::SeqCst)
+    };
     match job {
-        Job::File(job) => process_file(job, detector, s, info),
-        Job::Frame(ticket) => process_frame(ticket, detector, s, info),
+        Job::File(job) => process_file(job, detector, s, info, &keep_waiting),
+        Job::Frame(ticket) => process_frame(ticket, detector, s, info, &keep_waiting),
     }
 }
 
 /// The newest frame of a camera. Frames are not kept on disk: one that
 /// cannot be published (only while stopping) is logged as lost.
-fn process_frame(ticket: FrameTicket, detector: &mut Detector, s: &WorkerShared, info: &ModelInfo) {
-    let (sink, device, stop, metrics) = (&*s.sink, s.device.as_str(), &*s.stop, &*s.metrics);
+fn process_frame(
+    ticket: FrameTicket,
+    detector: &mut Detector,
+    s: &WorkerShared,
+    info: &ModelInfo,
+    keep_waiting: &dyn Fn() -> bool,
+) {
+    let (sink, device, metrics) = (&*s.sink, s.device.as_str(), &*s.metrics);
     let Some(frame) = ticket.take(Duration::from_secs(1)) else {
         return;
     };
@@ -275,7 +287,7 @@ fn process_frame(ticket: FrameTicket, detector: &mut Detector, s: &WorkerShared,
     match detector.detect_image(&frame.image) {
         Ok(result) => {
             let msg = Message::new(device, meta, info, &result);
-            if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
+            if let Err(e) = sink.publish(&msg, keep_waiting) {
                 tracing::error!(source = %meta.source, frame_id = %meta.id, "frame {}: {e}; its detections are lost", meta.seq);
                 return;
             }
@@ -296,8 +308,14 @@ fn process_frame(ticket: FrameTicket, detector: &mut Detector, s: &WorkerShared,
     }
 }
 
-fn process_file(job: FolderJob, detector: &mut Detector, s: &WorkerShared, info: &ModelInfo) {
-    let (sink, device, stop, metrics) = (&*s.sink, s.device.as_str(), &*s.stop, &*s.metrics);
+fn process_file(
+    job: FolderJob,
+    detector: &mut Detector,
+    s: &WorkerShared,
+    info: &ModelInfo,
+    keep_waiting: &dyn Fn() -> bool,
+) {
+    let (sink, device, metrics) = (&*s.sink, s.device.as_str(), &*s.metrics);
     let shown = job
         .meta
         .path
@@ -309,7 +327,7 @@ fn process_file(job: FolderJob, detector: &mut Detector, s: &WorkerShared, info:
             let msg = Message::new(device, &job.meta, info, &result);
             // Durable before the file counts as processed: a crash after this
             // re-sends (same id), a crash before it re-processes the file.
-            if let Err(e) = sink.publish(&msg, || !stop.load(Ordering::SeqCst)) {
+            if let Err(e) = sink.publish(&msg, keep_waiting) {
                 // Left in .processing: the next start re-queues it.
                 tracing::error!(source = %job.meta.source, frame_id = %job.meta.id, "{shown}: {e}; the file stays queued for the next start");
                 return;
@@ -332,7 +350,7 @@ fn process_file(job: FolderJob, detector: &mut Detector, s: &WorkerShared, info:
         Err(e) => {
             metrics.frame_failed(&job.meta.source);
             let stage = e.stage();
-            let reason = e.to_string();
+            let reason = crate::frame::one_line(&e.to_string());
             let (source, frame_id) = (job.meta.source.clone(), job.meta.id.clone());
             match job.failed(stage, &reason) {
                 Ok(dest) => {

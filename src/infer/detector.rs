@@ -9,7 +9,7 @@ use image::RgbImage;
 
 use super::model::Head;
 use super::placement::{Placement, LETTERBOX_FILL};
-use super::preprocess::{decode_file, whole_frame_size, DecodeError, Preprocessor};
+use super::preprocess::{decode_file_checked, whole_frame_size, DecodeError, Preprocessor};
 use super::tiling::{TilePlan, TilingConfig};
 use super::{Engine, InferError};
 use crate::decode::db::{self, ProbMap};
@@ -92,6 +92,8 @@ pub struct DetectorSettings {
     pub normalisation: ([f32; 3], [f32; 3], bool),
     /// Largest frame decoded at full size (see `budget.rs`).
     pub max_pixels: u64,
+    /// Most pixels a file may declare per byte of it.
+    pub max_pixels_per_byte: u64,
     /// How frames are cut into tiles.
     pub tiling: TilingConfig,
 }
@@ -142,7 +144,11 @@ impl Detector {
     /// Decodes and detects one image file.
     pub fn detect_file(&mut self, path: &Path) -> Result<FrameResult, FrameError> {
         let start = Instant::now();
-        let decoded = decode_file(path, self.settings.max_pixels)?;
+        let decoded = decode_file_checked(
+            path,
+            self.settings.max_pixels,
+            self.settings.max_pixels_per_byte,
+        )?;
         let view = View {
             image: &decoded.image,
             frame_w: decoded.frame_w,

@@ -29,6 +29,12 @@ pub enum DecodeError {
     /// Corrupt or truncated data.
     #[error("corrupt or truncated image: {0}")]
     Corrupt(String),
+    /// A FIFO, device or directory.
+    #[error("not a regular file (a FIFO, device or directory); give an image file")]
+    NotAFile,
+    /// Far more pixels declared than the file's size can hold.
+    #[error("implausible image size: {0}")]
+    Implausible(String),
 }
 
 impl From<image::ImageError> for DecodeError {
@@ -41,7 +47,7 @@ impl From<image::ImageError> for DecodeError {
             image::ImageError::IoError(e) => DecodeError::Io(e),
             image::ImageError::Unsupported(_) => DecodeError::UnknownFormat,
             image::ImageError::Limits(l) => DecodeError::TooLarge(l.to_string()),
-            other => DecodeError::Corrupt(other.to_string()),
+            other => DecodeError::Corrupt(crate::frame::one_line(&other.to_string())),
         }
     }
 }
@@ -70,8 +76,24 @@ pub struct Decoded {
 /// scaling by 1/2, 1/4 or 1/8) and refused otherwise, before a single pixel
 /// is decoded; a decompression bomb never reaches memory.
 pub fn decode_file(path: &Path, max_pixels: u64) -> Result<Decoded, DecodeError> {
+    decode_file_checked(path, max_pixels, u64::MAX)
+}
+
+/// [`decode_file`], refusing a file that declares more than
+/// `max_pixels_per_byte` pixels per byte of it (a decompression bomb), and
+/// anything that is not a regular file (a FIFO would block the open).
+pub fn decode_file_checked(
+    path: &Path,
+    max_pixels: u64,
+    max_pixels_per_byte: u64,
+) -> Result<Decoded, DecodeError> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(DecodeError::NotAFile);
+    }
     let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() == 0 {
+    let len = file.metadata()?.len();
+    if len == 0 {
         return Err(DecodeError::Empty);
     }
     let mut reader = ImageReader::new(BufReader::new(file)).with_guessed_format()?;
@@ -85,6 +107,12 @@ pub fn decode_file(path: &Path, max_pixels: u64) -> Result<Decoded, DecodeError>
     let mut decoder = reader.into_decoder()?;
     let (w, h) = decoder.dimensions();
     let pixels = w as u64 * h as u64;
+    if pixels / len > max_pixels_per_byte {
+        return Err(DecodeError::Implausible(format!(
+            "{len} bytes declare {w}x{h}: {} pixels per byte, more than max_pixels_per_byte ({max_pixels_per_byte}); a decompression bomb or a damaged header",
+            pixels / len
+        )));
+    }
     if pixels > max_pixels {
         if format == image::ImageFormat::Jpeg {
             drop(decoder);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Deserialize;
 
-use super::outbox::{Outbox, OutboxError};
+use super::outbox::{Outbox, OutboxError, WriteTrouble};
 use super::payload::{detections_topic, status_topic, Message};
 
 /// `[mqtt]` section.
@@ -291,15 +291,23 @@ impl MqttSink {
     ) -> Result<MqttSink, String> {
         let (outbox, recovery) = Outbox::open(&cfg.outbox, (cfg.outbox_max_mb * 1048576.0) as u64)
             .map_err(|e| e.to_string())?;
-        if recovery.pending > 0 || recovery.truncated_bytes > 0 {
+        if recovery.pending > 0 || recovery.truncated_bytes > 0 || recovery.damaged_records > 0 {
             tracing::info!(
-                "outbox {}: {} message(s) from an earlier run to deliver{}",
+                "outbox {}: {} message(s) from an earlier run to deliver{}{}",
                 cfg.outbox.display(),
                 recovery.pending,
                 if recovery.truncated_bytes > 0 {
                     format!(
                         "; cut {} torn byte(s) at the tail",
                         recovery.truncated_bytes
+                    )
+                } else {
+                    String::new()
+                },
+                if recovery.damaged_records > 0 {
+                    format!(
+                        "; skipped {} damaged record(s) ({} bytes) and kept what follows them",
+                        recovery.damaged_records, recovery.damaged_bytes
                     )
                 } else {
                     String::new()
@@ -394,6 +402,16 @@ impl MqttSink {
     /// (messages, bytes) waiting for the broker.
     pub fn depth(&self) -> (usize, u64) {
         self.outbox.depth()
+    }
+
+    /// Why the outbox cannot write right now, if it cannot.
+    pub fn write_trouble(&self) -> Option<WriteTrouble> {
+        self.outbox.write_trouble()
+    }
+
+    /// Outbox records found damaged since start.
+    pub fn damaged(&self) -> u64 {
+        self.outbox.damaged()
     }
 
     /// Gives the publisher up to `grace` to empty the outbox while connected,

@@ -107,6 +107,21 @@ impl FolderConfig {
         if self.rescan_s == 0 {
             out.push(("rescan_s", "must be at least 1 second".into()));
         }
+        for (key, dir) in [("path", &p.inbox), ("done", &p.done), ("failed", &p.failed)] {
+            if let Some(file) = dir
+                .ancestors()
+                .find(|a| a.is_file() || (a == dir && a.exists() && !a.is_dir()))
+            {
+                out.push((
+                    key,
+                    format!(
+                        "{} cannot be a folder: {} is a file, not a directory",
+                        dir.display(),
+                        file.display()
+                    ),
+                ));
+            }
+        }
         out
     }
 }
@@ -160,9 +175,7 @@ impl FolderJob {
             error: error.to_string(),
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         };
-        let mut json_name = dest.file_name().unwrap_or_default().to_os_string();
-        json_name.push(".error.json");
-        let json_path = dest.with_file_name(json_name);
+        let json_path = dest.with_file_name(sidecar_name(dest.file_name().unwrap_or_default()));
         let tmp = json_path.with_extension("json.tmp");
         std::fs::write(
             &tmp,
@@ -171,6 +184,61 @@ impl FolderJob {
         std::fs::rename(&tmp, &json_path)?;
         Ok(dest)
     }
+}
+
+/// Renames `from` to `to` unless `to` exists: atomically with
+/// `renameat2(RENAME_NOREPLACE)` (a raw syscall: glibc 2.27, the Jetson
+/// Nano's, has no wrapper), else by hard link and unlink where the
+/// filesystem lacks it. `AlreadyExists` when `to` is taken.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(from)?, c(to)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        _ => Err(err),
+    }
+}
+
+/// `<name>.error.json`, shortened when that would pass the 255-byte name
+/// limit (its `.tmp` while written included): the name's start, `~`, and a
+/// hash of the whole name, so it stays unique.
+fn sidecar_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    const SUFFIX: &[u8] = b".error.json";
+    const ROOM: usize = 255 - SUFFIX.len() - ".tmp".len();
+    let bytes = name.as_bytes();
+    let mut out = if bytes.len() <= ROOM {
+        bytes.to_vec()
+    } else {
+        let hash = crc32fast::hash(bytes);
+        let mut short = bytes[..ROOM - 9].to_vec();
+        short.extend_from_slice(format!("~{hash:08x}").as_bytes());
+        short
+    };
+    out.extend_from_slice(SUFFIX);
+    std::ffi::OsString::from_vec(out)
 }
 
 /// `dir/name`, or `dir/stem.N.ext` for the first free N.
@@ -231,6 +299,10 @@ pub struct FolderSource {
     seq: u64,
     next_scan: Instant,
     heartbeat: Option<Arc<crate::supervise::Stage>>,
+    /// Names waiting in the inbox because a file of that name is queued.
+    waiting: std::collections::HashSet<std::ffi::OsString>,
+    /// Entries that are not regular files, logged once each.
+    skipped: std::collections::HashSet<std::ffi::OsString>,
 }
 
 impl FolderSource {
@@ -241,6 +313,11 @@ impl FolderSource {
         stop: Arc<AtomicBool>,
     ) -> Result<FolderSource, FolderError> {
         let paths = cfg.paths();
+        if !paths.inbox.exists() {
+            // A typo in `path` would otherwise watch a new, empty folder
+            // quietly while the camera uploads somewhere else.
+            tracing::warn!(source = %cfg.name, "{} did not exist and was created; if that is not the folder files are dropped into, fix `path`", paths.inbox.display());
+        }
         for dir in [&paths.inbox, &paths.processing, &paths.done, &paths.failed] {
             std::fs::create_dir_all(dir).map_err(|err| FolderError::Dir {
                 source_name: cfg.name.clone(),
@@ -256,6 +333,8 @@ impl FolderSource {
             seq: 0,
             next_scan: Instant::now(),
             heartbeat: None,
+            waiting: Default::default(),
+            skipped: Default::default(),
         })
     }
 
@@ -367,20 +446,20 @@ impl FolderSource {
     /// Claims `path` by renaming it into `.processing` and sends it on.
     /// Returns false when the source should stop.
     fn take(&mut self, path: &Path, from_scan: bool) -> bool {
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
+        let Some(name) = path.file_name().map(|n| n.to_os_string()) else {
             return true;
         };
-        if is_temporary(&name) {
+        // Names need not be UTF-8: they are handled as bytes, and shown lossily.
+        if is_temporary(&name.to_string_lossy()) {
             return true;
         }
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return true; // already claimed or removed
         };
         if !meta.is_file() {
+            if self.skipped.insert(name.clone()) {
+                tracing::debug!(source = %self.cfg.name, "leaving {} alone: not a regular file (symlinks, FIFOs, directories and devices are never taken)", path.display());
+            }
             return true;
         }
         if from_scan {
@@ -397,9 +476,21 @@ impl FolderSource {
             }
         }
         let dest = self.paths.processing.join(&name);
-        match std::fs::rename(path, &dest) {
-            Ok(()) => {}
+        match rename_noreplace(path, &dest) {
+            Ok(()) => {
+                self.waiting.remove(&name);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // A file of this name is still queued: claiming this one
+                // would overwrite it. It waits in the inbox until that one
+                // is done, and is looked at again each second.
+                if self.waiting.insert(name) {
+                    tracing::info!(source = %self.cfg.name, "{}: a file of the same name is still queued; this one waits in the inbox until that one is done", path.display());
+                }
+                self.next_scan = self.next_scan.min(Instant::now() + Duration::from_secs(1));
+                return true;
+            }
             Err(e) => {
                 tracing::warn!(source = %self.cfg.name, "cannot claim {}: {e}; leaving it in the inbox", path.display());
                 return true;

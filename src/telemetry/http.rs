@@ -20,17 +20,26 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// `(200, "ok")` while every stage is alive, else `(503, which are not)`.
+    /// `(200, "ok")` while every stage is alive and the outbox can write,
+    /// else `(503, what is wrong)`.
     pub fn health(&self) -> (u16, String) {
-        let stalled = self.heartbeats.stalled();
-        if stalled.is_empty() {
+        let mut problems: Vec<String> = self
+            .heartbeats
+            .stalled()
+            .iter()
+            .map(|(n, d)| format!("{n} silent for {} s", d.as_secs()))
+            .collect();
+        if let Some(t) = self.sink.write_trouble() {
+            problems.push(format!(
+                "outbox cannot write for {} s ({}); frames wait, files stay in their inbox, writing is retried",
+                t.since.elapsed().as_secs(),
+                t.reason
+            ));
+        }
+        if problems.is_empty() {
             (200, "ok\n".into())
         } else {
-            let list: Vec<String> = stalled
-                .iter()
-                .map(|(n, d)| format!("{n} silent for {} s", d.as_secs()))
-                .collect();
-            (503, format!("unhealthy: {}\n", list.join(", ")))
+            (503, format!("unhealthy: {}\n", problems.join("; ")))
         }
     }
 
@@ -40,6 +49,9 @@ impl Probe {
         let (depth, bytes) = self.sink.depth();
         m.outbox_messages.set(depth as i64);
         m.outbox_bytes.set(bytes as i64);
+        m.outbox_write_failing
+            .set(self.sink.write_trouble().is_some() as i64);
+        m.outbox_damaged.set(self.sink.damaged() as i64);
         let stats = self.sink.stats();
         m.mqtt_connected
             .set(stats.connected.load(Ordering::Relaxed) as i64);

@@ -75,6 +75,10 @@ pub struct Metrics {
     pub outbox_messages: Gauge,
     /// Bytes waiting in the outbox.
     pub outbox_bytes: Gauge,
+    /// 1 while the outbox cannot write (a full disk): frames wait.
+    pub outbox_write_failing: Gauge,
+    /// Outbox records found damaged (CRC or key) since start.
+    pub outbox_damaged: Gauge,
     /// 1 while connected to the broker.
     pub mqtt_connected: Gauge,
     /// Messages the broker acknowledged.
@@ -152,6 +156,16 @@ impl Metrics {
             "outbox_bytes",
             "Bytes waiting for the broker",
         );
+        let outbox_write_failing = gauge(
+            &mut registry,
+            "outbox_write_failing",
+            "1 while the outbox cannot write (disk full or failing); frames wait and writing is retried",
+        );
+        let outbox_damaged = gauge(
+            &mut registry,
+            "outbox_damaged_records",
+            "Outbox records found damaged (CRC or key mismatch) since start, skipped",
+        );
         let mqtt_connected = gauge(
             &mut registry,
             "mqtt_connected",
@@ -223,6 +237,8 @@ impl Metrics {
             stage_seconds,
             outbox_messages,
             outbox_bytes,
+            outbox_write_failing,
+            outbox_damaged,
             mqtt_connected,
             mqtt_acked,
             resident_bytes,
