@@ -24,6 +24,7 @@ packages=(
   "systemd:systemd-analyze and journalctl (unit and journald tests)"
   "openssl:test certificates"
   "procps:kill, used by the restart tests"
+  "mount:mount/umount of the small tmpfs the disk-full tests fill"
 )
 cross=false
 check=false
