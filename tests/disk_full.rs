@@ -139,20 +139,54 @@ fn messages_by_file(sub: &Subscriber) -> HashMap<String, Vec<serde_json::Value>>
     out
 }
 
+/// The daemon on a folder, its outbox on a 1 MiB tmpfs, a broker and a
+/// subscriber.
+struct Rig {
+    daemon: Daemon,
+    sub: Subscriber,
+    _broker: Broker,
+    cfg: PathBuf,
+    port: u16,
+    disk: SmallDisk,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SmallDisk::mount(&dir.path().join("outbox-fs"), "1m");
+        let broker = Broker::start();
+        let sub = Subscriber::connect(broker.port, "edgewatch/#");
+        let port = common::free_port();
+        let cfg = config(dir.path(), &disk.dir.join("outbox"), &broker, port);
+        std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+        let daemon = Daemon::start(&cfg);
+        daemon.wait_log("edgewatch ready", Duration::from_secs(60));
+        Rig {
+            daemon,
+            sub,
+            _broker: broker,
+            cfg,
+            port,
+            disk,
+            dir,
+        }
+    }
+}
+
 #[test]
 fn a_full_outbox_disk_loses_nothing_and_folders_resume_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(&dir.path().join("outbox-fs"), "1m");
-    let outbox = disk.dir.join("outbox");
-    let broker = Broker::start();
-    let sub = Subscriber::connect(broker.port, "edgewatch/#");
-    let port = common::free_port();
-    let cfg = config(dir.path(), &outbox, &broker, port);
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let done = dir.path().join("done");
-    let daemon = Daemon::start(&cfg);
-    daemon.wait_log("edgewatch ready", Duration::from_secs(60));
+    // Bound in this order so they drop in reverse: the daemon first, the disk last but one.
+    let Rig {
+        dir,
+        disk,
+        port,
+        cfg,
+        _broker,
+        sub,
+        daemon,
+    } = Rig::start();
+    let (inbox, done) = (dir.path().join("inbox"), dir.path().join("done"));
 
     let drop_batch = |from: usize, to: usize| {
         for i in from..to {
@@ -243,18 +277,17 @@ fn a_full_outbox_disk_loses_nothing_and_folders_resume_without_a_restart() {
 
 #[test]
 fn a_name_that_comes_again_while_queued_waits_and_neither_file_is_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(&dir.path().join("outbox-fs"), "1m");
-    let outbox = disk.dir.join("outbox");
-    let broker = Broker::start();
-    let sub = Subscriber::connect(broker.port, "edgewatch/#");
-    let port = common::free_port();
-    let cfg = config(dir.path(), &outbox, &broker, port);
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let done = dir.path().join("done");
-    let daemon = Daemon::start(&cfg);
-    daemon.wait_log("edgewatch ready", Duration::from_secs(60));
+    // Bound in this order so they drop in reverse: the daemon first, the disk last but one.
+    let Rig {
+        dir,
+        disk,
+        port: _,
+        cfg: _,
+        _broker,
+        sub,
+        daemon,
+    } = Rig::start();
+    let (inbox, done) = (dir.path().join("inbox"), dir.path().join("done"));
 
     // A full disk holds the first `a.png` queued in .processing ...
     let filler = disk.fill();
