@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./cross/build.sh aarch64
-# The x86 reference and the sample image (debug, as the tests built them).
-cargo build --locked -p edgewatch --bin edgewatch -p edgewatch-samples --bin make-samples
+# The x86 reference and the sample image (debug, as the tests built them:
+# all targets, so the dev-dependencies' features match and nothing rebuilds).
+cargo build --locked --workspace --all-targets
 bin=target/aarch64-unknown-linux-gnu/dist/edgewatch
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 
