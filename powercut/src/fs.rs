@@ -40,7 +40,9 @@ impl Shared {
             return true;
         }
         let mut cache = self.tgids.lock().unwrap_or_else(|p| p.into_inner());
-        let tgid = *cache.entry(tid).or_insert_with(|| tgid_of(tid).unwrap_or(0));
+        let tgid = *cache
+            .entry(tid)
+            .or_insert_with(|| tgid_of(tid).unwrap_or(0));
         tgid == self.owner
     }
 }
@@ -117,7 +119,14 @@ impl PowerCutFs {
     }
 
     /// Makes a new inode named `name` in `parent`.
-    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, body: Body, perm: u16) -> Result<FileAttr, Errno> {
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        body: Body,
+        perm: u16,
+    ) -> Result<FileAttr, Errno> {
         let mut st = self.enter(req, true)?;
         let entries = st.live.entries(parent.0).ok_or(Errno::ENOTDIR)?;
         if entries.contains_key(name) {
@@ -209,7 +218,12 @@ impl PowerCutFs {
             .ok_or(Errno::ENOTDIR)?
             .get(name)
             .ok_or(Errno::ENOENT)?;
-        let target = st.live.entries(newparent.0).ok_or(Errno::ENOTDIR)?.get(newname).copied();
+        let target = st
+            .live
+            .entries(newparent.0)
+            .ok_or(Errno::ENOTDIR)?
+            .get(newname)
+            .copied();
         if let Some(to) = target {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 return Err(Errno::EEXIST);
@@ -288,9 +302,11 @@ impl Filesystem for PowerCutFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let found = self.enter(req, false).and_then(|st| match &st.live.nodes.get(&ino.0).ok_or(Errno::ENOENT)?.body {
-            Body::Symlink(t) => Ok(t.as_os_str().as_encoded_bytes().to_vec()),
-            _ => Err(Errno::EINVAL),
+        let found = self.enter(req, false).and_then(|st| {
+            match &st.live.nodes.get(&ino.0).ok_or(Errno::ENOENT)?.body {
+                Body::Symlink(t) => Ok(t.as_os_str().as_encoded_bytes().to_vec()),
+                _ => Err(Errno::EINVAL),
+            }
         });
         match found {
             Ok(t) => reply.data(&t),
@@ -298,19 +314,48 @@ impl Filesystem for PowerCutFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         if mode & libc::S_IFMT != libc::S_IFREG {
             // Only what the daemon writes: regular files.
             return reply.error(Errno::EPERM);
         }
-        match self.make(req, parent, name, Body::File(Vec::new()), (mode & !umask & 0o7777) as u16) {
+        match self.make(
+            req,
+            parent,
+            name,
+            Body::File(Vec::new()),
+            (mode & !umask & 0o7777) as u16,
+        ) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        match self.make(req, parent, name, Body::Dir(Default::default()), (mode & !umask & 0o7777) as u16) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.make(
+            req,
+            parent,
+            name,
+            Body::Dir(Default::default()),
+            (mode & !umask & 0o7777) as u16,
+        ) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -330,8 +375,21 @@ impl Filesystem for PowerCutFs {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        match self.make(req, parent, link_name, Body::Symlink(target.to_path_buf()), 0o777) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        match self.make(
+            req,
+            parent,
+            link_name,
+            Body::Symlink(target.to_path_buf()),
+            0o777,
+        ) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -353,13 +411,25 @@ impl Filesystem for PowerCutFs {
         }
     }
 
-    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let linked = self.enter(req, true).and_then(|mut st| {
             let node = st.live.nodes.get(&ino.0).ok_or(Errno::ENOENT)?;
             if matches!(node.body, Body::Dir(_)) {
                 return Err(Errno::EPERM);
             }
-            if st.live.entries(newparent.0).ok_or(Errno::ENOTDIR)?.contains_key(newname) {
+            if st
+                .live
+                .entries(newparent.0)
+                .ok_or(Errno::ENOTDIR)?
+                .contains_key(newname)
+            {
                 return Err(Errno::EEXIST);
             }
             st.meta(Meta::Link {
@@ -376,7 +446,10 @@ impl Filesystem for PowerCutFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.enter(req, false).map(|st| st.live.nodes.contains_key(&ino.0)) {
+        match self
+            .enter(req, false)
+            .map(|st| st.live.nodes.contains_key(&ino.0))
+        {
             Ok(true) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(false) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(e),
@@ -394,13 +467,15 @@ impl Filesystem for PowerCutFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let found = self.enter(req, false).and_then(|st| match &st.live.nodes.get(&ino.0).ok_or(Errno::ENOENT)?.body {
-            Body::File(b) => {
-                let start = (offset as usize).min(b.len());
-                let end = (start + size as usize).min(b.len());
-                Ok(b[start..end].to_vec())
+        let found = self.enter(req, false).and_then(|st| {
+            match &st.live.nodes.get(&ino.0).ok_or(Errno::ENOENT)?.body {
+                Body::File(b) => {
+                    let start = (offset as usize).min(b.len());
+                    let end = (start + size as usize).min(b.len());
+                    Ok(b[start..end].to_vec())
+                }
+                _ => Err(Errno::EISDIR),
             }
-            _ => Err(Errno::EISDIR),
         });
         match found {
             Ok(d) => reply.data(&d),
@@ -421,7 +496,10 @@ impl Filesystem for PowerCutFs {
         reply: ReplyWrite,
     ) {
         let written = self.enter(req, true).and_then(|mut st| {
-            if !matches!(st.live.nodes.get(&ino.0).ok_or(Errno::ENOENT)?.body, Body::File(_)) {
+            if !matches!(
+                st.live.nodes.get(&ino.0).ok_or(Errno::ENOENT)?.body,
+                Body::File(_)
+            ) {
                 return Err(Errno::EISDIR);
             }
             st.data(
@@ -443,12 +521,26 @@ impl Filesystem for PowerCutFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // close() makes nothing durable.
         reply.ok();
     }
 
-    fn fsync(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.enter(req, true) {
             Ok(mut st) => {
                 st.sync_file(ino.0);
@@ -458,7 +550,14 @@ impl Filesystem for PowerCutFs {
         }
     }
 
-    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let listed = self.enter(req, false).and_then(|st| {
             let entries = st.live.entries(ino.0).ok_or(Errno::ENOTDIR)?;
             let mut all = vec![(ino.0, FileType::Directory, OsStr::new(".").to_owned())];
@@ -486,7 +585,14 @@ impl Filesystem for PowerCutFs {
         }
     }
 
-    fn fsyncdir(&self, req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.enter(req, true) {
             Ok(mut st) => {
                 st.sync_dir();
@@ -515,8 +621,20 @@ impl Filesystem for PowerCutFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.make(req, parent, name, Body::File(Vec::new()), (mode & !umask & 0o7777) as u16) {
-            Ok(attr) => reply.created(&TTL, &attr, Generation(0), FileHandle(0), FopenFlags::empty()),
+        match self.make(
+            req,
+            parent,
+            name,
+            Body::File(Vec::new()),
+            (mode & !umask & 0o7777) as u16,
+        ) {
+            Ok(attr) => reply.created(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(e),
         }
     }

@@ -64,8 +64,16 @@ pub fn mount(at: &Path, disk: Disk) -> io::Result<Mount> {
         fuser::MountOption::FSName("powercut".into()),
         fuser::MountOption::Subtype("powercut".into()),
     ];
-    let session = fuser::spawn_mount(fs::PowerCutFs::new(shared.clone()), at, &config)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot mount the power-cut filesystem at {}: {e} (needs root and /dev/fuse)", at.display())))?;
+    let session =
+        fuser::spawn_mount(fs::PowerCutFs::new(shared.clone()), at, &config).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot mount the power-cut filesystem at {}: {e} (needs root and /dev/fuse)",
+                    at.display()
+                ),
+            )
+        })?;
     Ok(Mount {
         path: at.to_path_buf(),
         shared,

@@ -123,7 +123,8 @@ impl State {
         for op in self.dirty.remove(&ino).unwrap_or_default() {
             self.disk.apply_data(ino, &op);
         }
-        if let (Some(live), Some(disk)) = (self.live.nodes.get(&ino), self.disk.nodes.get_mut(&ino)) {
+        if let (Some(live), Some(disk)) = (self.live.nodes.get(&ino), self.disk.nodes.get_mut(&ino))
+        {
             disk.perm = live.perm;
             disk.mtime = live.mtime;
             disk.ctime = live.ctime;
@@ -169,7 +170,8 @@ impl State {
             torn: 0,
         };
         // Files in a fixed order, so a seed always means the same choices.
-        let mut dirty: Vec<(Ino, Vec<Data>)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let mut dirty: Vec<(Ino, Vec<Data>)> =
+            std::mem::take(&mut self.dirty).into_iter().collect();
         dirty.sort_by_key(|(ino, _)| *ino);
         for (ino, ops) in dirty {
             report.writes_pending += ops.len();

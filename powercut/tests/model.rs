@@ -33,7 +33,10 @@ fn synced_bytes_survive_a_cut_and_unsynced_ones_do_not() {
     write(&root.join("kept"), b"synced", true);
     write(&root.join("lost"), b"never synced", false);
     sync_dir(&root);
-    let mut f = OpenOptions::new().append(true).open(root.join("kept")).unwrap();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(root.join("kept"))
+        .unwrap();
     f.write_all(b" and more").unwrap();
     assert_eq!(fs::read(root.join("kept")).unwrap(), b"synced and more");
     drop(f);
@@ -42,7 +45,11 @@ fn synced_bytes_survive_a_cut_and_unsynced_ones_do_not() {
     let m = fresh(dir.path(), disk);
     let root = m.path().to_path_buf();
     assert_eq!(fs::read(root.join("kept")).unwrap(), b"synced");
-    assert_eq!(fs::read(root.join("lost")).unwrap(), b"", "the name was committed, the bytes were not");
+    assert_eq!(
+        fs::read(root.join("lost")).unwrap(),
+        b"",
+        "the name was committed, the bytes were not"
+    );
 }
 
 #[test]
@@ -59,7 +66,11 @@ fn names_are_durable_only_once_a_directory_is_fsynced() {
     let (disk, _) = m.cut_as(2, Some(CutMode::Forget));
     let m = fresh(dir.path(), disk);
     let root = m.path().to_path_buf();
-    assert_eq!(fs::read(root.join("a/one")).unwrap(), b"1", "the rename was lost");
+    assert_eq!(
+        fs::read(root.join("a/one")).unwrap(),
+        b"1",
+        "the rename was lost"
+    );
     assert!(!root.join("uno").exists());
     assert!(!root.join("a/two").exists(), "the name was never committed");
     // Once committed, the rename and the new name hold.
@@ -94,13 +105,20 @@ fn a_partial_flush_keeps_a_prefix_of_the_writes_some_torn() {
         let m = fresh(dir.path(), disk);
         let got = fs::read(m.path().join("log")).unwrap();
         let want: Vec<u8> = (0..8u8).flat_map(|i| [b'a' + i; 100]).collect();
-        assert_eq!(got[..], want[..got.len()], "seed {seed}: a prefix of what was written");
-        seen_torn |= got.len() % 100 != 0;
+        assert_eq!(
+            got[..],
+            want[..got.len()],
+            "seed {seed}: a prefix of what was written"
+        );
+        seen_torn |= !got.len().is_multiple_of(100);
         seen_lengths.insert(got.len());
         drop(m);
     }
     assert!(seen_torn, "some seed tears a write");
-    assert!(seen_lengths.len() > 4, "seeds choose different prefixes: {seen_lengths:?}");
+    assert!(
+        seen_lengths.len() > 4,
+        "seeds choose different prefixes: {seen_lengths:?}"
+    );
 }
 
 #[test]
@@ -118,11 +136,18 @@ fn the_trigger_fails_other_processes_but_not_the_owner() {
         .unwrap();
     assert!(!status.success(), "the shell hit EIO");
     assert!(m.tripped());
-    assert_eq!(fs::read(root.join("x")).unwrap(), b"a\n", "the owner still reads the live tree");
+    assert_eq!(
+        fs::read(root.join("x")).unwrap(),
+        b"a\n",
+        "the owner still reads the live tree"
+    );
     write(&root.join("mine"), b"owner", false);
     let (disk, _) = m.cut_as(4, Some(CutMode::Forget));
     let m = fresh(dir.path(), disk);
-    assert!(fs::read_dir(m.path()).unwrap().next().is_none(), "nothing was ever synced");
+    assert!(
+        fs::read_dir(m.path()).unwrap().next().is_none(),
+        "nothing was ever synced"
+    );
 }
 
 #[test]

@@ -269,37 +269,42 @@ impl Outbox {
                 max: self.max_bytes,
             });
         }
-        let mut warned = false;
-        while inner.bytes + size > self.max_bytes {
-            if !keep_waiting() {
-                return Err(OutboxError::Full {
-                    bytes: inner.bytes,
-                    max: self.max_bytes,
-                });
-            }
-            if !warned {
-                tracing::warn!(
-                    "outbox full ({} messages, {} of {} bytes): waiting for the broker before taking more frames",
-                    inner.index.len(),
-                    inner.bytes,
-                    self.max_bytes
-                );
-                warned = true;
-            }
-            inner = self
-                .space
-                .wait_timeout(inner, Duration::from_millis(200))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        let key = inner.next_key;
         body.push(KIND_ENTRY);
-        body.extend_from_slice(&key.to_le_bytes());
+        body.extend_from_slice(&[0; 8]);
         body.extend_from_slice(&(topic.len() as u16).to_le_bytes());
         body.extend_from_slice(topic.as_bytes());
         body.extend_from_slice(payload);
+        let mut warned = false;
         let mut pause = Duration::from_millis(100);
+        // Space is checked again after every failed try: other appends may
+        // have gone through while this one waited for the disk.
         let loc = loop {
+            while inner.bytes + size > self.max_bytes {
+                if !keep_waiting() {
+                    return Err(OutboxError::Full {
+                        bytes: inner.bytes,
+                        max: self.max_bytes,
+                    });
+                }
+                if !warned {
+                    tracing::warn!(
+                        "outbox full ({} messages, {} of {} bytes): waiting for the broker before taking more frames",
+                        inner.index.len(),
+                        inner.bytes,
+                        self.max_bytes
+                    );
+                    warned = true;
+                }
+                inner = self
+                    .space
+                    .wait_timeout(inner, Duration::from_millis(200))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            // The key is taken only now: another append may have taken the
+            // last one meanwhile.
+            let key = inner.next_key;
+            body[1..9].copy_from_slice(&key.to_le_bytes());
             match self.write_record(&mut inner, &body, true) {
                 Ok(loc) => break loc,
                 Err(e @ OutboxError::Io { .. }) => {
@@ -322,11 +327,6 @@ impl Outbox {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                     pause = (pause * 2).min(RETRY_MAX);
-                    // Another append may have taken the key meanwhile.
-                    if inner.next_key != key {
-                        let key = inner.next_key;
-                        body[1..9].copy_from_slice(&key.to_le_bytes());
-                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -785,6 +785,28 @@ mod tests {
     /// reach the file, then the write fails with ENOSPC.
     fn fail_next_write(ob: &Outbox, written: usize) {
         ob.lock().fault = Some(Fault { written });
+    }
+
+    #[test]
+    fn an_append_retrying_after_a_failed_write_still_keeps_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for one 100-byte message.
+        let (ob, _) = Outbox::open(dir.path(), 200).unwrap();
+        let ob = std::sync::Arc::new(ob);
+        fail_next_write(&ob, 10);
+        let retrying = {
+            let ob = ob.clone();
+            std::thread::spawn(move || ob.append("t", &[1; 100], || true).unwrap())
+        };
+        // While it waits to try again, another append takes the room.
+        std::thread::sleep(Duration::from_millis(30));
+        let other = ob.append("t", &[2; 100], || false).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let (n, bytes) = ob.depth();
+        assert_eq!((n, bytes <= 200), (1, true), "{n} messages, {bytes} bytes");
+        ob.ack(other).unwrap();
+        let key = retrying.join().unwrap();
+        assert_eq!(payloads(&ob), vec![(key, vec![1; 100])]);
     }
 
     fn payloads(ob: &Outbox) -> Vec<(u64, Vec<u8>)> {

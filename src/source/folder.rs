@@ -154,15 +154,12 @@ pub struct FailureRecord {
 impl FolderJob {
     /// Moves the file to `done/` (renamed `name.N.ext` if the name is taken).
     pub fn done(self) -> std::io::Result<PathBuf> {
-        let dest = free_name(&self.paths.done, &self.path);
-        std::fs::rename(&self.path, &dest)?;
-        Ok(dest)
+        move_into(&self.paths.done, &self.path)
     }
 
     /// Moves the file to `failed/` and writes `<name>.error.json` beside it.
     pub fn failed(self, stage: &str, error: &str) -> std::io::Result<PathBuf> {
-        let dest = free_name(&self.paths.failed, &self.path);
-        std::fs::rename(&self.path, &dest)?;
+        let dest = move_into(&self.paths.failed, &self.path)?;
         let record = FailureRecord {
             file: self
                 .meta
@@ -241,22 +238,44 @@ fn sidecar_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
     std::ffi::OsString::from_vec(out)
 }
 
-/// `dir/name`, or `dir/stem.N.ext` for the first free N.
-fn free_name(dir: &Path, file: &Path) -> PathBuf {
+/// Moves `file` into `dir` under its name, or `stem.N.ext` for the first
+/// free N; never over an existing file, even one another worker is moving
+/// there at the same moment.
+fn move_into(dir: &Path, file: &Path) -> std::io::Result<PathBuf> {
     let name = file.file_name().unwrap_or_default();
-    let candidate = dir.join(name);
-    if !candidate.exists() {
-        return candidate;
+    for n in 0u64.. {
+        let dest = dir.join(numbered(name, n));
+        match rename_noreplace(file, &dest) {
+            Ok(()) => return Ok(dest),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
     }
-    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
-    let ext = file
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    (1..)
-        .map(|n| dir.join(format!("{stem}.{n}{ext}")))
-        .find(|p| !p.exists())
-        .expect("some name is free")
+    unreachable!("some name is free")
+}
+
+/// `name` (n = 0) or `stem.n.ext`, its stem cut short where the number
+/// would pass the 255-byte name limit. Bytes, not text: a name that is not
+/// UTF-8 keeps its bytes.
+fn numbered(name: &std::ffi::OsStr, n: u64) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    if n == 0 {
+        return name.to_owned();
+    }
+    let bytes = name.as_bytes();
+    // The extension starts at the last dot that is not the first byte.
+    let split = bytes
+        .iter()
+        .rposition(|&b| b == b'.')
+        .filter(|&i| i > 0)
+        .unwrap_or(bytes.len());
+    let (stem, ext) = bytes.split_at(split);
+    let number = format!(".{n}");
+    let room = 255usize.saturating_sub(number.len() + ext.len());
+    let mut out = stem[..stem.len().min(room)].to_vec();
+    out.extend_from_slice(number.as_bytes());
+    out.extend_from_slice(ext);
+    std::ffi::OsString::from_vec(out)
 }
 
 /// Names writers use while a file is incomplete; such files are never taken.
@@ -725,12 +744,44 @@ mod tests {
     #[test]
     fn done_never_overwrites_an_earlier_file_of_the_same_name() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("d")).unwrap();
-        std::fs::write(dir.path().join("d/a.jpg"), b"old").unwrap();
-        assert_eq!(
-            free_name(&dir.path().join("d"), Path::new("/x/a.jpg")),
-            dir.path().join("d/a.1.jpg")
-        );
+        let d = dir.path().join("d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("a.jpg"), b"old").unwrap();
+        std::fs::write(d.join("a.1.jpg"), b"older").unwrap();
+        let new = dir.path().join("a.jpg");
+        std::fs::write(&new, b"new").unwrap();
+        assert_eq!(move_into(&d, &new).unwrap(), d.join("a.2.jpg"));
+        assert_eq!(std::fs::read(d.join("a.jpg")).unwrap(), b"old");
+        assert_eq!(std::fs::read(d.join("a.1.jpg")).unwrap(), b"older");
+        assert_eq!(std::fs::read(d.join("a.2.jpg")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_255_byte_name_that_comes_again_is_numbered_within_the_limit() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        std::fs::create_dir_all(&d).unwrap();
+        // Not UTF-8 either: the bytes are kept.
+        let mut name = vec![b'n'; 250];
+        name[3] = 0xff;
+        name.extend_from_slice(b".jpeg");
+        let name = std::ffi::OsStr::from_bytes(&name);
+        for (i, content) in [b"one", b"two", b"thr"].iter().enumerate() {
+            let src = dir.path().join(name);
+            std::fs::write(&src, content).unwrap();
+            let dest = move_into(&d, &src).unwrap();
+            let got = dest.file_name().unwrap().as_bytes();
+            assert!(got.len() <= 255, "{} bytes", got.len());
+            let end = match i {
+                0 => b".jpeg".to_vec(),
+                i => format!(".{i}.jpeg").into_bytes(),
+            };
+            assert!(got.ends_with(&end), "{:?}", dest);
+            assert_eq!(got[3], 0xff);
+            assert_eq!(&std::fs::read(&dest).unwrap(), content);
+        }
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3);
     }
 
     #[test]
