@@ -128,6 +128,15 @@ impl Backoff {
     }
 }
 
+/// What a caught panic said.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Runs `body` as the stage `beat` names, restarting it in place with
 /// back-off when it fails or panics, until it returns `Ok` (a clean stop) or
 /// `stop` is set. When the stage fails too often, the reason is stored in
@@ -148,14 +157,7 @@ pub fn run_restarting(
         let reason = match outcome {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e,
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                format!("panicked: {text}")
-            }
+            Err(panic) => format!("panicked: {}", panic_text(&*panic)),
         };
         if stop.load(Ordering::SeqCst) {
             return;

@@ -196,24 +196,29 @@ fn spawn(shared: &Arc<WorkerShared>, index: usize) -> std::io::Result<Worker> {
     })
 }
 
-/// One worker's life: takes jobs until stopped or retired.
-fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), String> {
-    // A restart gets a fresh engine state: whatever a panic left half-done
-    // is dropped with the old one.
-    let (mut engine_generation, factory) = s.engines.current();
+/// A fresh engine and detector on the current engine and settings.
+fn fresh_detector(s: &WorkerShared) -> Result<(u64, Detector, &'static str), String> {
+    let (generation, factory) = s.engines.current();
     let engine = factory.engine().map_err(|e| e.to_string())?;
-    let mut info = ModelInfo {
-        backend: factory.label(),
-        ..s.model.info.clone()
-    };
     let settings = s
         .live
         .settings
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    Ok((generation, Detector::new(engine, settings), factory.label()))
+}
+
+/// One worker's life: takes jobs until stopped or retired.
+fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), String> {
+    // A restart gets a fresh engine state: whatever a panic left half-done
+    // is dropped with the old one.
     let mut seen_generation = s.live.generation.load(Ordering::SeqCst);
-    let mut detector = Detector::new(engine, settings);
+    let (mut engine_generation, mut detector, backend) = fresh_detector(s)?;
+    let mut info = ModelInfo {
+        backend,
+        ..s.model.info.clone()
+    };
     loop {
         beat.beat();
         if s.stop.load(Ordering::SeqCst) || retired.load(Ordering::SeqCst) {
@@ -247,8 +252,16 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
                         ),
                     }
                 }
-                process(job, &mut detector, s, beat, &info);
+                let outcome = process(job, &mut detector, s, beat, &info);
                 s.frames.fetch_add(1, Ordering::Relaxed);
+                if outcome == Outcome::Panicked {
+                    // The job is accounted for; the engine it panicked in
+                    // may be half-way through anything, so it goes. Not a
+                    // stage restart: the next job is not held up.
+                    seen_generation = s.live.generation.load(Ordering::SeqCst);
+                    let (g, d, backend) = fresh_detector(s)?;
+                    (engine_generation, detector, info.backend) = (g, d, backend);
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -256,8 +269,44 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
     }
 }
 
+/// How a job ended, for the worker.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Done, failed or left queued: the engine is fine.
+    Finished,
+    /// Processing panicked: the job was accounted for, the engine is suspect.
+    Panicked,
+}
+
+/// Runs `f`, catching a panic as its text.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|p| crate::supervise::panic_text(&*p))
+}
+
+/// Debug builds only, for tests/bad_input.rs: a job whose file name
+/// contains `EDGEWATCH_TEST_PANIC_ON` panics inside the worker.
+fn injected_panic(path: Option<&std::path::Path>) {
+    if cfg!(debug_assertions) {
+        if let (Ok(needle), Some(name)) = (
+            std::env::var("EDGEWATCH_TEST_PANIC_ON"),
+            path.and_then(|p| p.file_name()),
+        ) {
+            if !needle.is_empty() && name.to_string_lossy().contains(&needle) {
+                panic!("injected panic (EDGEWATCH_TEST_PANIC_ON={needle})");
+            }
+        }
+    }
+}
+
 /// One job: a file or a camera frame.
-fn process(job: Job, detector: &mut Detector, s: &WorkerShared, beat: &Stage, info: &ModelInfo) {
+fn process(
+    job: Job,
+    detector: &mut Detector,
+    s: &WorkerShared,
+    beat: &Stage,
+    info: &ModelInfo,
+) -> Outcome {
     // Waiting for the outbox (full, or its disk full) is not a hang: the
     // worker beats while it waits, so it is not replaced for it.
     let keep_waiting = || {
@@ -278,18 +327,29 @@ fn process_frame(
     s: &WorkerShared,
     info: &ModelInfo,
     keep_waiting: &dyn Fn() -> bool,
-) {
+) -> Outcome {
     let (sink, device, metrics) = (&*s.sink, s.device.as_str(), &*s.metrics);
     let Some(frame) = ticket.take(Duration::from_secs(1)) else {
-        return;
+        return Outcome::Finished;
     };
     let meta = &frame.meta;
-    match detector.detect_image(&frame.image) {
+    let detected = match guarded(|| {
+        injected_panic(meta.path.as_deref());
+        detector.detect_image(&frame.image)
+    }) {
+        Ok(d) => d,
+        Err(text) => {
+            metrics.frame_failed(&meta.source);
+            tracing::error!(source = %meta.source, frame_id = %meta.id, stage = "panic", "frame {}: edgewatch panicked on it ({}); the frame is dropped, the worker goes on with a fresh engine; this is a bug, please report it", meta.seq, crate::frame::one_line(&text));
+            return Outcome::Panicked;
+        }
+    };
+    match detected {
         Ok(result) => {
             let msg = Message::new(device, meta, info, &result);
             if let Err(e) = sink.publish(&msg, keep_waiting) {
                 tracing::error!(source = %meta.source, frame_id = %meta.id, "frame {}: {e}; its detections are lost", meta.seq);
-                return;
+                return Outcome::Finished;
             }
             metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
             tracing::debug!(
@@ -306,6 +366,7 @@ fn process_frame(
             tracing::warn!(source = %meta.source, frame_id = %meta.id, stage = e.stage(), "frame {}: {e}", meta.seq);
         }
     }
+    Outcome::Finished
 }
 
 fn process_file(
@@ -314,7 +375,7 @@ fn process_file(
     s: &WorkerShared,
     info: &ModelInfo,
     keep_waiting: &dyn Fn() -> bool,
-) {
+) -> Outcome {
     let (sink, device, metrics) = (&*s.sink, s.device.as_str(), &*s.metrics);
     let shown = job
         .meta
@@ -322,7 +383,31 @@ fn process_file(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    match detector.detect_file(&job.path) {
+    let detected = match guarded(|| {
+        injected_panic(job.meta.path.as_deref());
+        detector.detect_file(&job.path)
+    }) {
+        Ok(d) => d,
+        Err(text) => {
+            // The file goes to failed/ with the reason: re-queued, it would
+            // panic again at every start, ahead of the good files.
+            metrics.frame_failed(&job.meta.source);
+            let reason = crate::frame::one_line(&format!(
+                "edgewatch panicked while processing it ({text}); this is a bug, please report it with this file"
+            ));
+            let (source, frame_id) = (job.meta.source.clone(), job.meta.id.clone());
+            match job.failed("panic", &reason) {
+                Ok(dest) => {
+                    tracing::error!(source = %source, frame_id = %frame_id, stage = "panic", "{shown}: {reason} -> {}; the worker goes on with a fresh engine", dest.display())
+                }
+                Err(io) => {
+                    tracing::error!(source = %source, frame_id = %frame_id, stage = "panic", "{shown}: {reason}; and cannot move it to failed/: {io}")
+                }
+            }
+            return Outcome::Panicked;
+        }
+    };
+    match detected {
         Ok(result) => {
             let msg = Message::new(device, &job.meta, info, &result);
             // Durable before the file counts as processed: a crash after this
@@ -330,7 +415,7 @@ fn process_file(
             if let Err(e) = sink.publish(&msg, keep_waiting) {
                 // Left in .processing: the next start re-queues it.
                 tracing::error!(source = %job.meta.source, frame_id = %job.meta.id, "{shown}: {e}; the file stays queued for the next start");
-                return;
+                return Outcome::Finished;
             }
             metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
             match job.done() {
@@ -362,4 +447,5 @@ fn process_file(
             }
         }
     }
+    Outcome::Finished
 }

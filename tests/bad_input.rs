@@ -245,3 +245,76 @@ fn odd_names_in_the_inbox_are_processed_and_their_failures_recorded() {
         daemon.log().join("\n")
     );
 }
+
+#[test]
+fn a_file_that_panics_the_worker_costs_that_file_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/#");
+    // One restart allowed: if panics counted as stage failures, the third
+    // would stop the daemon.
+    let cfg = config(
+        dir.path(),
+        &common::test_model("db-bright.onnx"),
+        &format!(
+            "[supervise]\nmax_restarts = 1\n[[source]]\nname = \"dock\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 50\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n",
+            broker.url()
+        ),
+    );
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // Panicking files first, so good ones queue behind them.
+    let names: Vec<String> = (0..4)
+        .map(|i| format!("boom-{i}.png"))
+        .chain((0..3).map(|i| format!("good-{i}.png")))
+        .collect();
+    for name in &names {
+        common::save(&RgbImage::new(64, 64), &inbox.join(name));
+    }
+    let mut daemon = Daemon::start_with_env(&cfg, &[("EDGEWATCH_TEST_PANIC_ON", "boom")]);
+    let (done, failed) = (dir.path().join("done"), dir.path().join("failed"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !names.iter().all(|n| {
+        let dest = if n.starts_with("boom") {
+            &failed
+        } else {
+            &done
+        };
+        dest.join(n).exists()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "log:\n{}",
+            daemon.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..4 {
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(failed.join(format!("boom-{i}.png.error.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["stage"], "panic", "{record}");
+        let reason = record["error"].as_str().unwrap();
+        assert!(
+            reason.contains("panicked") && reason.contains("injected panic"),
+            "{reason}"
+        );
+    }
+    sub.wait_until(Duration::from_secs(30), "3 messages", |all| {
+        all.iter()
+            .filter(|m| m.topic.ends_with("/detections"))
+            .count()
+            >= 3
+    });
+    assert!(daemon.alive(), "log:\n{}", daemon.log().join("\n"));
+    assert!(
+        !daemon.log().iter().any(|l| l.contains("restarting it in")),
+        "a panic is not a stage restart: {}",
+        daemon.log().join("\n")
+    );
+    assert!(std::fs::read_dir(inbox.join(".processing"))
+        .unwrap()
+        .next()
+        .is_none());
+}
