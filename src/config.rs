@@ -222,7 +222,7 @@ impl Config {
                 reason,
             })
         };
-        if let Err(reason) = check_topic_segment(&self.device) {
+        if let Err(reason) = crate::topic::check_segment(&self.device) {
             bad("device", reason);
         }
         if self.memory_budget_mb == 0 {
@@ -352,22 +352,6 @@ fn normalize(path: &Path) -> PathBuf {
     } else {
         out
     }
-}
-
-/// Topic segments must not contain MQTT wildcards or separators.
-pub(crate) fn check_topic_segment(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if let Some(c) = value
-        .chars()
-        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
-    {
-        return Err(format!(
-            "{value:?} contains {c:?}, which cannot appear in an MQTT topic segment; use letters, digits, '-' or '_'"
-        ));
-    }
-    Ok(())
 }
 
 fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {

@@ -11,10 +11,10 @@ use std::time::SystemTime;
 use clap::{Parser, Subcommand};
 
 use edgewatch::config::{Config, ConfigError, Purpose};
-use edgewatch::daemon;
 use edgewatch::frame::FrameMeta;
 use edgewatch::infer::detector::Detector;
 use edgewatch::sink::payload::Message;
+use edgewatch::{daemon, setup};
 
 #[derive(Parser)]
 #[command(
@@ -336,12 +336,12 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let (model, plan) = match daemon::load_model(&config) {
+    let (model, plan) = match setup::load_model(&config) {
         Ok(m) => m,
         Err(e) => return start_error(path, &e),
     };
     let workers = plan.workers;
-    let settings = match daemon::detector_settings(&config, plan.max_pixels, &model) {
+    let settings = match setup::detector_settings(&config, plan.max_pixels, &model) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("edgewatch: {e}");
@@ -450,11 +450,11 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
             }
             // Loading the model shows what only the file can: a layout that
             // does not fit the family, labels that do not fit the classes.
-            let (model, plan) = match daemon::load_model(&c) {
+            let (model, plan) = match setup::load_model(&c) {
                 Ok(m) => m,
                 Err(e) => return start_error(path, &e),
             };
-            if let Err(e) = daemon::detector_settings(&c, plan.max_pixels, &model) {
+            if let Err(e) = setup::detector_settings(&c, plan.max_pixels, &model) {
                 eprintln!("edgewatch: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }

@@ -4,9 +4,9 @@ use std::sync::atomic::Ordering;
 
 use crate::budget::MemoryPlan;
 use crate::config::Config;
-use crate::daemon::detector_settings;
 use crate::infer::detector::DetectorSettings;
 use crate::infer::model::LoadedModel;
+use crate::setup::detector_settings;
 
 /// Detector settings that workers pick up before their next frame.
 pub struct LiveSettings {

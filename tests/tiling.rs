@@ -5,10 +5,10 @@ mod common;
 
 use common::textimg::{draw_text, font, iou, recall, render, TextBox};
 use edgewatch::config::{Config, Purpose};
-use edgewatch::daemon::detector_settings;
 use edgewatch::infer::detector::Detector;
 use edgewatch::infer::model::LoadedModel;
 use edgewatch::infer::tiling::{TilePlan, TilingConfig, TilingMode};
+use edgewatch::setup::detector_settings;
 
 fn detector(tiling: TilingConfig) -> Detector {
     let toml = format!("[model]\npath = {:?}\nworkers = 1\n", common::model_path());

@@ -3,4 +3,5 @@
 pub mod mqtt;
 pub mod outbox;
 pub mod payload;
+pub mod secrets;
 pub mod tls;

@@ -94,21 +94,6 @@ impl Default for MqttConfig {
     }
 }
 
-/// Secrets (passwords, private keys) readable by every user are refused.
-pub fn refuse_world_readable(path: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
-    if meta.permissions().mode() & 0o004 != 0 {
-        return Err(format!(
-            "{} is readable by every user; run: chmod o-r {}",
-            path.display(),
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
 /// A broker address parsed from `mqtt://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddr {
@@ -121,6 +106,15 @@ pub struct BrokerAddr {
 }
 
 impl MqttConfig {
+    /// The files TLS needs.
+    pub fn tls_files(&self) -> super::tls::TlsFiles<'_> {
+        super::tls::TlsFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+        }
+    }
+
     /// Problems as (key within `[mqtt]`, reason).
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -165,7 +159,7 @@ impl MqttConfig {
         }
         match self.broker() {
             Ok(b) if b.tls => {
-                if let Err(problem) = super::tls::client_config(self) {
+                if let Err(problem) = super::tls::client_config(&self.tls_files()) {
                     out.push(problem);
                 }
             }
@@ -197,7 +191,7 @@ impl MqttConfig {
         let Some(path) = &self.password_file else {
             return Ok(std::env::var("EDGEWATCH_MQTT_PASSWORD").ok());
         };
-        refuse_world_readable(path)?;
+        super::secrets::refuse_world_readable(path)?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
         Ok(Some(text.lines().next().unwrap_or("").to_string()))
@@ -459,7 +453,7 @@ impl SessionSettings {
         ));
         opts.set_max_packet_size(16 << 20, 16 << 20);
         if addr.tls {
-            let tls = super::tls::client_config(cfg)
+            let tls = super::tls::client_config(&cfg.tls_files())
                 .map_err(|(key, why)| format!("mqtt.{key}: {why}"))?;
             opts.set_transport(rumqttc::Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(tls),

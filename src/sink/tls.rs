@@ -7,8 +7,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use super::mqtt::MqttConfig;
-
 /// A failed TLS setting, as (config key, reason).
 pub type TlsProblem = (&'static str, String);
 
@@ -28,12 +26,23 @@ fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// The files a TLS connection uses, as `[mqtt]` names them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsFiles<'a> {
+    /// `ca_file`: the CA to trust (the system's when unset).
+    pub ca_file: Option<&'a Path>,
+    /// `client_cert`: the certificate to present.
+    pub client_cert: Option<&'a Path>,
+    /// `client_key`: its private key.
+    pub client_key: Option<&'a Path>,
+}
+
 /// The rustls configuration for `cfg`: trust `ca_file` (or the system's CA
 /// certificates when it is not set) and present `client_cert`/`client_key`
 /// when both are set.
-pub fn client_config(cfg: &MqttConfig) -> Result<Arc<ClientConfig>, TlsProblem> {
+pub fn client_config(cfg: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsProblem> {
     let mut roots = RootCertStore::empty();
-    match &cfg.ca_file {
+    match cfg.ca_file {
         Some(ca) => {
             for cert in certs("ca_file", ca)? {
                 roots
@@ -58,9 +67,9 @@ pub fn client_config(cfg: &MqttConfig) -> Result<Arc<ClientConfig>, TlsProblem> 
             .with_safe_default_protocol_versions()
             .map_err(|e| ("url", format!("TLS setup failed: {e}")))?
             .with_root_certificates(roots);
-    let config = match (&cfg.client_cert, &cfg.client_key) {
+    let config = match (cfg.client_cert, cfg.client_key) {
         (Some(cert), Some(key)) => {
-            crate::sink::mqtt::refuse_world_readable(key).map_err(|e| ("client_key", e))?;
+            super::secrets::refuse_world_readable(key).map_err(|e| ("client_key", e))?;
             let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
                 (
                     "client_key",

@@ -13,7 +13,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::check_topic_segment;
 use camera::CameraConfig;
 use folder::{FolderConfig, FolderJob};
 use latest::FrameTicket;
@@ -90,7 +89,7 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
     let mut dirs: Vec<(PathBuf, String)> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         let key = |k: &str| format!("source[{i}].{k}");
-        if let Err(reason) = check_topic_segment(source.name()) {
+        if let Err(reason) = crate::topic::check_segment(source.name()) {
             out.push((key("name"), reason));
         } else if !names.insert(source.name().to_string()) {
             out.push((
