@@ -307,7 +307,7 @@ impl Config {
         let mut model = self.model.clone();
         let accelerator = (model.backend == crate::infer::Backend::Tensorrt).then(|| {
             model.workers = Some(model.workers.unwrap_or(1));
-            crate::infer::tensorrt::settings::plan_item(
+            crate::budget::tensorrt_item(
                 &self.tensorrt,
                 self.memory_budget_mb,
                 model_bytes,

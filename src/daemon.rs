@@ -88,13 +88,8 @@ pub fn run(
     });
     let engines = Arc::new(crate::infer::EngineSlot::new(Arc::new(model.tract.clone())));
     #[cfg(feature = "tensorrt")]
-    let mut gpu = crate::infer::tensorrt::backend::Startup::begin(
-        config_path,
-        &config,
-        &model,
-        &engines,
-        &metrics,
-    )?;
+    let mut gpu =
+        crate::tensorrt_startup::Startup::begin(config_path, &config, &model, &engines, &metrics)?;
     let mut pool = WorkerPool::start(
         WorkerShared {
             rx,

@@ -13,5 +13,7 @@ pub mod sink;
 pub mod source;
 pub mod supervise;
 pub mod telemetry;
+#[cfg(feature = "tensorrt")]
+pub mod tensorrt_startup;
 pub mod topic;
 pub mod workers;

@@ -99,7 +99,7 @@ fn build_engine(path: &Path) -> ExitCode {
     }
     #[cfg(feature = "tensorrt")]
     {
-        match edgewatch::infer::tensorrt::backend::build_engine(&config) {
+        match edgewatch::tensorrt_startup::build_engine(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edgewatch: {e:#}");

@@ -85,9 +85,9 @@ impl Default for DecodeConfig {
 
 impl DecodeConfig {
     /// The score threshold for `family`.
-    pub fn score_threshold_for(&self, family: crate::infer::Family) -> f32 {
+    pub fn score_threshold_for(&self, family: super::Family) -> f32 {
         self.score_threshold.unwrap_or(match family {
-            crate::infer::Family::Classify => 0.0,
+            super::Family::Classify => 0.0,
             _ => 0.25,
         })
     }

@@ -5,11 +5,37 @@ mod config;
 pub mod db;
 pub mod labels;
 pub mod merge;
+pub mod placement;
 pub mod yolo;
 
 pub use config::DecodeConfig;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// Model family: decides the decoder and the pre-processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// DBNet text detection (PP-OCR det): a probability map in, text quads out.
+    #[default]
+    Db,
+    /// YOLO object detection: YOLOv5 (`1×N×(5+C)`) or YOLOv8/v11 (`1×(4+C)×N`)
+    /// outputs, letterboxed input.
+    Yolo,
+    /// Image classification: logits or probabilities, top-k labels.
+    Classify,
+}
+
+impl Family {
+    /// Name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Db => "db",
+            Family::Yolo => "yolo",
+            Family::Classify => "classify",
+        }
+    }
+}
 
 /// One thing found in a frame, in original-frame pixels.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -3,8 +3,8 @@
 //! centre-x, centre-y, width, height in input pixels.
 
 use super::merge::{merge, MatchMetric, MergeConfig, MergeStrategy};
+use super::placement::Placement;
 use super::{DecodeConfig, Detection};
-use crate::infer::placement::Placement;
 
 /// How the rows of a YOLO output are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,12 +8,12 @@ use std::time::Instant;
 use image::RgbImage;
 
 use super::model::Head;
-use super::placement::{Placement, LETTERBOX_FILL};
 use super::preprocess::{decode_file_checked, whole_frame_size, DecodeError, Preprocessor};
 use super::tiling::{TilePlan, TilingConfig};
 use super::{Engine, InferError};
 use crate::decode::db::{self, ProbMap};
 use crate::decode::merge::{merge, MergeConfig, MergeStrategy};
+use crate::decode::placement::{Placement, LETTERBOX_FILL};
 use crate::decode::yolo::YoloHead;
 use crate::decode::DecodeConfig;
 use crate::decode::Detection;

@@ -3,7 +3,6 @@
 
 pub mod detector;
 pub mod model;
-pub mod placement;
 pub mod preprocess;
 pub mod tensorrt;
 pub mod tiling;
@@ -13,30 +12,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// Model family: decides the decoder and the pre-processing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// DBNet text detection (PP-OCR det): a probability map in, text quads out.
-    #[default]
-    Db,
-    /// YOLO object detection: YOLOv5 (`1×N×(5+C)`) or YOLOv8/v11 (`1×(4+C)×N`)
-    /// outputs, letterboxed input.
-    Yolo,
-    /// Image classification: logits or probabilities, top-k labels.
-    Classify,
-}
-
-impl Family {
-    /// Name as written in the config.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Db => "db",
-            Family::Yolo => "yolo",
-            Family::Classify => "classify",
-        }
-    }
-}
+// The family lives with the decoders it chooses; named here too, as the
+// model's configuration uses it.
+pub use crate::decode::Family;
 
 /// `input = { width = 640, height = 640 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

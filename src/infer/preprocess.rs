@@ -7,9 +7,9 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageReader, RgbImage};
 
-use super::placement::Placement;
 use super::tiling::TilePlan;
 use super::TensorBatch;
+use crate::decode::placement::Placement;
 
 /// Why an image could not be turned into pixels.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,6 @@ pub mod libs;
 pub mod settings;
 
 #[cfg(feature = "tensorrt")]
-pub mod backend;
-#[cfg(feature = "tensorrt")]
 pub mod engine;
 
 /// TensorRT majors the shim in this binary was compiled for (none without

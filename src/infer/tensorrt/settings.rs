@@ -179,43 +179,6 @@ pub fn use_mapped(choice: HostMemory, integrated: bool, can_map: bool) -> bool {
     }
 }
 
-/// The memory plan's `tensorrt` line: the runtime (with or without cuBLAS
-/// and cuDNN), the engine's weights (at most the ONNX file's size: FP16
-/// halves it) and its activations for the largest input (72 B per input
-/// pixel and image, the CPU engine's measured figure; FP16 needs less). On a
-/// Jetson the GPU's memory is the same RAM, so all of it counts.
-pub fn plan_item(
-    cfg: &TensorrtConfig,
-    budget_mb: u64,
-    onnx_bytes: u64,
-    max_side: u32,
-    batch: u32,
-) -> crate::budget::Item {
-    let restricted = restrict_tactics(cfg.tactics, budget_mb * MIB);
-    let runtime = if restricted {
-        RUNTIME_RESTRICTED_BYTES
-    } else {
-        RUNTIME_FULL_BYTES
-    };
-    let pixels = max_side as u64 * max_side as u64 * batch.max(1) as u64;
-    let activations = 72 * pixels;
-    crate::budget::Item {
-        name: "tensorrt".into(),
-        bytes: runtime + onnx_bytes + activations,
-        detail: format!(
-            "runtime {} MiB ({}), engine {:.1} MiB, activations {:.1} MiB",
-            runtime / MIB,
-            if restricted {
-                "no cuBLAS/cuDNN"
-            } else {
-                "with cuBLAS/cuDNN"
-            },
-            onnx_bytes as f64 / MIB as f64,
-            activations as f64 / MIB as f64
-        ),
-    }
-}
-
 /// RAM and swap the kernel says are free, from `/proc/meminfo` text.
 pub fn free_memory(meminfo: &str) -> Option<(u64, u64)> {
     let field = |name: &str| -> Option<u64> {

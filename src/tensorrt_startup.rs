@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::background::{BackgroundBuild, Outcome};
-use super::cache::{EngineCache, EngineKey, Manifest, Precision};
-use super::check;
-use super::engine::{TrtEngine, TrtFactory};
-use super::ffi;
-use super::libs::{Libraries, SearchPaths};
-use super::settings::{self, TensorrtConfig};
 use crate::config::Config;
 use crate::infer::detector::Detector;
 use crate::infer::model::LoadedModel;
 use crate::infer::preprocess::whole_frame_size;
+use crate::infer::tensorrt::background::{BackgroundBuild, Outcome};
+use crate::infer::tensorrt::cache::{EngineCache, EngineKey, Manifest, Precision};
+use crate::infer::tensorrt::check;
+use crate::infer::tensorrt::engine::{TrtEngine, TrtFactory};
+use crate::infer::tensorrt::ffi;
+use crate::infer::tensorrt::libs::{Libraries, SearchPaths};
+use crate::infer::tensorrt::settings::{self, TensorrtConfig};
 use crate::infer::{Backend, Engine, EngineFactory, EngineSlot};
 use crate::telemetry::metrics::Metrics;
 
@@ -39,7 +39,8 @@ pub struct Gpu {
 impl Gpu {
     /// Opens TensorRT of the major this binary was compiled for, and the GPU.
     pub fn open(cfg: &TensorrtConfig) -> anyhow::Result<Gpu> {
-        let built = super::compiled_major().expect("compiled with the tensorrt feature");
+        let built =
+            crate::infer::tensorrt::compiled_major().expect("compiled with the tensorrt feature");
         // SAFETY: returns a constant.
         let abi = unsafe { ffi::ew_trt_abi() };
         anyhow::ensure!(
@@ -464,7 +465,7 @@ pub fn build_engine(config: &Config) -> anyhow::Result<()> {
     };
     let path = cache.store(&model.info.name, &plan_bytes, manifest)?;
     if !timing_bytes.is_empty() {
-        if let Err(e) = super::cache::write_atomic(&timing_path, &timing_bytes) {
+        if let Err(e) = crate::infer::tensorrt::cache::write_atomic(&timing_path, &timing_bytes) {
             tracing::warn!("timing cache not saved to {}: {e}", timing_path.display());
         }
     }
@@ -489,7 +490,7 @@ fn reference_check(
     model: &LoadedModel,
     mut gpu_engine: TrtEngine,
     key: &EngineKey,
-) -> anyhow::Result<super::cache::CheckRecord> {
+) -> anyhow::Result<crate::infer::tensorrt::cache::CheckRecord> {
     let t = &config.tensorrt;
     let image = match &t.reference_image {
         Some(p) => image::open(p)
