@@ -47,6 +47,41 @@ fn config(dir: &Path, model: &Path, extra: &str) -> PathBuf {
     cfg
 }
 
+/// A daemon's surroundings: a folder source `dock` on `inbox/`, a broker
+/// and a subscriber; `extra` adds config sections.
+struct FolderRig {
+    dir: tempfile::TempDir,
+    broker: Broker,
+    sub: Subscriber,
+    cfg: PathBuf,
+    inbox: PathBuf,
+}
+
+impl FolderRig {
+    fn new(extra: &str) -> FolderRig {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start();
+        let sub = Subscriber::connect(broker.port, "edgewatch/#");
+        let cfg = config(
+            dir.path(),
+            &common::test_model("db-bright.onnx"),
+            &format!(
+                "{extra}[[source]]\nname = \"dock\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 50\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n",
+                broker.url()
+            ),
+        );
+        let inbox = dir.path().join("inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        FolderRig {
+            dir,
+            broker,
+            sub,
+            cfg,
+            inbox,
+        }
+    }
+}
+
 /// A baseline JPEG whose SOF0 header is rewritten to declare `w`×`h`.
 fn lying_jpeg(path: &Path, w: u16, h: u16) {
     let mut bytes = Vec::new();
@@ -169,19 +204,13 @@ fn a_model_that_is_not_a_model_and_a_folder_under_a_file_are_config_errors() {
 
 #[test]
 fn odd_names_in_the_inbox_are_processed_and_their_failures_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
-    let sub = Subscriber::connect(broker.port, "edgewatch/#");
-    let cfg = config(
-        dir.path(),
-        &common::test_model("db-bright.onnx"),
-        &format!(
-            "[[source]]\nname = \"dock\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 50\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n",
-            broker.url()
-        ),
-    );
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let FolderRig {
+        dir,
+        broker: _broker,
+        sub,
+        cfg,
+        inbox,
+    } = FolderRig::new("");
     let daemon = Daemon::start(&cfg);
     daemon.wait_log("edgewatch ready", Duration::from_secs(60));
     // Latin-1 bytes, as an old camera's firmware names files.
@@ -248,21 +277,15 @@ fn odd_names_in_the_inbox_are_processed_and_their_failures_recorded() {
 
 #[test]
 fn a_file_that_panics_the_worker_costs_that_file_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
-    let sub = Subscriber::connect(broker.port, "edgewatch/#");
     // One restart allowed: if panics counted as stage failures, the third
     // would stop the daemon.
-    let cfg = config(
-        dir.path(),
-        &common::test_model("db-bright.onnx"),
-        &format!(
-            "[supervise]\nmax_restarts = 1\n[[source]]\nname = \"dock\"\nkind = \"folder\"\npath = \"inbox\"\nsettle_ms = 50\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n",
-            broker.url()
-        ),
-    );
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
+    let FolderRig {
+        dir,
+        broker: _broker,
+        sub,
+        cfg,
+        inbox,
+    } = FolderRig::new("[supervise]\nmax_restarts = 1\n");
     // Panicking files first, so good ones queue behind them.
     let names: Vec<String> = (0..4)
         .map(|i| format!("boom-{i}.png"))

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,27 +117,6 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Every message parsed; by the file name it names.
-fn messages_by_file(sub: &Subscriber) -> HashMap<String, Vec<serde_json::Value>> {
-    let mut out: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
-    for m in sub.all() {
-        if !m.topic.ends_with("/detections") {
-            continue;
-        }
-        let text = String::from_utf8(m.payload.clone()).expect("a message is UTF-8");
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("garbled message ({e}): {text:?}"));
-        let path = json["image"]["path"].as_str().unwrap().to_string();
-        let name = Path::new(&path)
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        out.entry(name).or_default().push(json);
-    }
-    out
-}
-
 /// The daemon on a folder, its outbox on a 1 MiB tmpfs, a broker and a
 /// subscriber.
 struct Rig {
@@ -247,7 +225,7 @@ fn a_full_outbox_disk_loses_nothing_and_folders_resume_without_a_restart() {
     });
     drop(by_file);
     std::thread::sleep(Duration::from_millis(500));
-    let by_file = messages_by_file(&sub);
+    let by_file = common::detections_by_file(&sub);
     for name in names_in(&done) {
         let got = by_file.get(&name).map(Vec::len).unwrap_or(0);
         assert_eq!(
@@ -322,7 +300,7 @@ fn a_name_that_comes_again_while_queued_waits_and_neither_file_is_lost() {
             .count()
             >= 2
     });
-    let msgs = &messages_by_file(&sub)["a.png"];
+    let msgs = &common::detections_by_file(&sub)["a.png"];
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     let mut widths: Vec<u64> = msgs
         .iter()

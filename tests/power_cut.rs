@@ -148,33 +148,6 @@ fn config(dir: &Path, l: &Layout, broker: &Broker) -> PathBuf {
     cfg
 }
 
-/// The detection messages, parsed (a garbled one fails the test), by file name.
-fn delivered(sub: &Subscriber) -> BTreeMap<String, Vec<serde_json::Value>> {
-    let mut out: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-    for m in sub.all() {
-        if !m.topic.ends_with("/detections") {
-            continue;
-        }
-        let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_else(|e| {
-            panic!(
-                "garbled message ({e}): {:?}",
-                String::from_utf8_lossy(&m.payload)
-            )
-        });
-        let path = json["image"]["path"]
-            .as_str()
-            .expect("image.path")
-            .to_string();
-        let name = Path::new(&path)
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        out.entry(name).or_default().push(json);
-    }
-    out
-}
-
 /// What one message says about its frame, without what may differ between
 /// two runs over the same file (timings, the per-run sequence number).
 fn essence(m: &serde_json::Value) -> serde_json::Value {
@@ -246,7 +219,7 @@ fn one_run(
             return false;
         }
         let since = *all_done_since.get_or_insert_with(Instant::now);
-        let got = delivered(sub);
+        let got = common::detections_by_file(sub);
         done.keys().all(|n| got.contains_key(n)) || since.elapsed() > Duration::from_secs(20)
     };
     loop {
@@ -298,7 +271,7 @@ fn one_run(
     let all: BTreeSet<String> = batch.iter().map(|(n, _)| n.clone()).collect();
     assert_eq!(done, all, "{when}: every file in done/");
     assert!(files_in(&l.failed).is_empty(), "{when}: nothing failed");
-    let got = delivered(&sub);
+    let got = common::detections_by_file(&sub);
     let mut ids = BTreeSet::new();
     for name in &done {
         let msgs = got

@@ -55,6 +55,27 @@ fn tgid_of(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The inode `name` in directory `parent` names.
+fn entry(image: &crate::image::Image, parent: Ino, name: &OsStr) -> Result<Ino, Errno> {
+    image
+        .entries(parent)
+        .ok_or(Errno::ENOTDIR)?
+        .get(name)
+        .copied()
+        .ok_or(Errno::ENOENT)
+}
+
+/// Whether an entry holding `body` may be removed (or replaced) by an
+/// operation on a directory (`dir`) or a file.
+fn may_go(body: &Body, dir: bool) -> Result<(), Errno> {
+    match (body, dir) {
+        (Body::Dir(e), true) if !e.is_empty() => Err(Errno::ENOTEMPTY),
+        (Body::Dir(_), false) => Err(Errno::EISDIR),
+        (Body::File(_) | Body::Symlink(_), true) => Err(Errno::ENOTDIR),
+        _ => Ok(()),
+    }
+}
+
 /// The filesystem fuser serves.
 pub struct PowerCutFs {
     /// Shared with the test's handle.
@@ -147,18 +168,8 @@ impl PowerCutFs {
 
     fn remove(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
         let mut st = self.enter(req, true)?;
-        let ino = *st
-            .live
-            .entries(parent.0)
-            .ok_or(Errno::ENOTDIR)?
-            .get(name)
-            .ok_or(Errno::ENOENT)?;
-        match (&st.live.nodes[&ino].body, dir) {
-            (Body::Dir(e), true) if !e.is_empty() => return Err(Errno::ENOTEMPTY),
-            (Body::Dir(_), false) => return Err(Errno::EISDIR),
-            (Body::File(_) | Body::Symlink(_), true) => return Err(Errno::ENOTDIR),
-            _ => {}
-        }
+        let ino = entry(&st.live, parent.0, name)?;
+        may_go(&st.live.nodes[&ino].body, dir)?;
         st.meta(Meta::Remove {
             parent: parent.0,
             name: name.to_owned(),
@@ -212,12 +223,7 @@ impl PowerCutFs {
             return Err(Errno::EINVAL);
         }
         let mut st = self.enter(req, true)?;
-        let from = *st
-            .live
-            .entries(parent.0)
-            .ok_or(Errno::ENOTDIR)?
-            .get(name)
-            .ok_or(Errno::ENOENT)?;
+        let from = entry(&st.live, parent.0, name)?;
         let target = st
             .live
             .entries(newparent.0)
@@ -232,12 +238,7 @@ impl PowerCutFs {
                 return Ok(());
             }
             let from_dir = matches!(st.live.nodes[&from].body, Body::Dir(_));
-            match (&st.live.nodes[&to].body, from_dir) {
-                (Body::Dir(e), true) if !e.is_empty() => return Err(Errno::ENOTEMPTY),
-                (Body::Dir(_), false) => return Err(Errno::EISDIR),
-                (Body::File(_) | Body::Symlink(_), true) => return Err(Errno::ENOTDIR),
-                _ => {}
-            }
+            may_go(&st.live.nodes[&to].body, from_dir)?;
         }
         st.meta(Meta::Rename {
             parent: parent.0,
@@ -252,12 +253,7 @@ impl PowerCutFs {
 impl Filesystem for PowerCutFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let found = self.enter(req, false).and_then(|st| {
-            let ino = *st
-                .live
-                .entries(parent.0)
-                .ok_or(Errno::ENOTDIR)?
-                .get(name)
-                .ok_or(Errno::ENOENT)?;
+            let ino = entry(&st.live, parent.0, name)?;
             Ok(self.attr(ino, &st.live.nodes[&ino]))
         });
         match found {

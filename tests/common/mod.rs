@@ -300,6 +300,33 @@ impl Drop for Subscriber {
     }
 }
 
+/// The detection messages received so far, parsed (a garbled one panics),
+/// by the file name in their `image.path`.
+pub fn detections_by_file(
+    sub: &Subscriber,
+) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+    let mut out: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+    for m in sub.all() {
+        if !m.topic.ends_with("/detections") {
+            continue;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_else(|e| {
+            panic!(
+                "garbled message ({e}): {:?}",
+                String::from_utf8_lossy(&m.payload)
+            )
+        });
+        let path = json["image"]["path"].as_str().expect("image.path");
+        let name = Path::new(path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        out.entry(name).or_default().push(json);
+    }
+    out
+}
+
 /// The daemon as a child process, its stderr captured line by line.
 pub struct Daemon {
     child: Child,
