@@ -38,7 +38,7 @@ for arch in "${arches[@]}"; do
   rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
   echo "== cargo zigbuild --profile dist --target $triple.$GLIBC"
   # EDGEWATCH_FEATURES=tensorrt builds the TensorRT backend (needs its
-  # headers: TENSORRT_ROOT, CUDA_HOME; see README "TensorRT on a Jetson").
+  # headers: TENSORRT_ROOT, CUDA_HOME; see docs/tensorrt.md).
   cargo zigbuild --profile dist --locked --bin edgewatch --target "$triple.$GLIBC" \
     ${EDGEWATCH_FEATURES:+--features "$EDGEWATCH_FEATURES"}
   bin="target/$triple/dist/edgewatch"

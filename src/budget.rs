@@ -2,7 +2,7 @@
 //! everything the daemon will hold, or refused naming the knob to turn.
 //!
 //! The costs are upper bounds measured on this model and backend (see the
-//! README's memory section and `tests/memory_budget.rs`, which checks the
+//! docs/memory-and-tiling.md and `tests/memory_budget.rs`, which checks the
 //! process's peak RSS against the plan). They hold because the allocator is
 //! told to return every large buffer to the system when it is freed
 //! (`release_large_buffers`), so a worker's peak is the largest of its phases,
@@ -401,7 +401,7 @@ fn mib(bytes: u64) -> String {
 /// buffers come and go and keeps them in its heaps, where fragments pile up:
 /// measured here, ten 960×960 frames on one worker peaked at 270 MB with the
 /// default and 116 MB with this. The cost is page faults on fresh buffers,
-/// which the README's throughput figures include.
+/// which the benchmark figures in CONTRIBUTING.md include.
 pub fn release_large_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -16,7 +16,7 @@ use crate::source::SourceConfig;
 use crate::supervise::SuperviseConfig;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// MQTT client id and topic segment.
@@ -378,11 +378,143 @@ fn toml_issue(text: &str, key: String, e: &toml::de::Error) -> ConfigIssue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     const MINIMAL: &str = r#"
         [model]
         path = "m.onnx"
     "#;
+
+    /// `docs/configuration.md`'s table, a row each: its keys as (section,
+    /// key), and its default cell.
+    fn documented() -> Vec<(Vec<(String, String)>, String)> {
+        let doc = include_str!("../docs/configuration.md");
+        let mut rows = Vec::new();
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let (key_cell, default) = (cells[0].trim_start_matches("| "), cells[1]);
+            // `[model] mean`, `std`: later keys share the first one's section.
+            let mut section = String::new();
+            let mut keys = Vec::new();
+            for token in key_cell.split('`').skip(1).step_by(2) {
+                let key = match token.rsplit_once(' ') {
+                    Some((sec, key)) => {
+                        section = sec.trim_matches(|c| c == '[' || c == ']').to_string();
+                        key
+                    }
+                    None => token,
+                };
+                keys.push((section.clone(), key.to_string()));
+            }
+            rows.push((keys, default.to_string()));
+        }
+        rows
+    }
+
+    /// The leaves of a serialised default config: (section, key) → value;
+    /// `source` merges the three kinds.
+    fn defaults() -> BTreeMap<(String, String), serde_json::Value> {
+        let cfg = parse(
+            r#"
+            [model]
+            path = "m.onnx"
+            [[source]]
+            name = "f"
+            kind = "folder"
+            path = "in"
+            [[source]]
+            name = "c"
+            kind = "camera"
+            device = "/dev/video0"
+            [[source]]
+            name = "r"
+            kind = "replay"
+            path = "r.replay"
+            [mqtt]
+        "#,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&cfg).unwrap();
+        let mut out = BTreeMap::new();
+        for (k, v) in json.as_object().unwrap() {
+            match v {
+                serde_json::Value::Object(section) => {
+                    for (k2, v2) in section {
+                        out.insert((k.clone(), k2.clone()), v2.clone());
+                    }
+                }
+                serde_json::Value::Array(sources) if k == "sources" || k == "source" => {
+                    for src in sources {
+                        for (k2, v2) in src.as_object().unwrap() {
+                            out.insert(("source".to_string(), k2.clone()), v2.clone());
+                        }
+                    }
+                }
+                _ => {
+                    out.insert((String::new(), k.clone()), v.clone());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_code_s_and_every_key_is_documented() {
+        let rows = documented();
+        let code = defaults();
+        let mut checked = 0;
+        for (keys, default) in &rows {
+            // Only cells that are nothing but literals, one per key of the
+            // row: `320`, `"auto"`, `1920`, `1080`.
+            let literals: Vec<&str> = default.split('`').skip(1).step_by(2).collect();
+            let only_literals = default
+                .split('`')
+                .step_by(2)
+                .all(|between| matches!(between.trim(), "" | ","));
+            for (n, (section, key)) in keys.iter().enumerate() {
+                let value = code.get(&(section.clone(), key.clone())).unwrap_or_else(|| {
+                    panic!("docs/configuration.md documents [{section}] {key}, which the code does not have")
+                });
+                let Some(literal) = literals.get(n).filter(|_| only_literals) else {
+                    continue;
+                };
+                let parsed: toml::Table = toml::from_str(&format!("v = {literal}"))
+                    .unwrap_or_else(|e| panic!("[{section}] {key}: {literal} is not TOML: {e}"));
+                let want = serde_json::to_value(&parsed["v"]).unwrap();
+                let same = match (want.as_f64(), value.as_f64()) {
+                    // f32 fields: 0.3 comes back as 0.30000001.
+                    (Some(a), Some(b)) => (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                    _ => &want == value,
+                };
+                assert!(
+                    same,
+                    "docs/configuration.md says [{section}] {key} defaults to {literal}; the code says {value}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 45, "only {checked} defaults were checked");
+        for (section, key) in code.keys() {
+            assert!(
+                rows.iter()
+                    .any(|(keys, _)| keys.contains(&(section.clone(), key.clone()))),
+                "[{section}] {key} is not in docs/configuration.md"
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_configuration_parses() {
+        let readme = include_str!("../README.md");
+        let block = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block in the README");
+        let cfg = parse(block).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(cfg.sources.len(), 1);
+        assert!(cfg.mqtt.is_some());
+    }
 
     fn model_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

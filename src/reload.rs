@@ -23,17 +23,15 @@ pub struct LiveSettings {
 /// Applies a re-read configuration: what workers can take without a new
 /// model goes live; what needs a restart is named in the log.
 pub fn apply_reload(running: &Config, new: &Config, live: &LiveSettings) {
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let m = (&running.model, &new.model);
     let needs_restart: Vec<&str> = [
-        ("model.path", differs(&m.0.path, &m.1.path)),
+        ("model.path", m.0.path != m.1.path),
         ("model.family", m.0.family != m.1.family),
         ("model.backend", m.0.backend != m.1.backend),
         ("model.workers", m.0.workers != m.1.workers),
         ("device", running.device != new.device),
-        ("supervise", differs(&running.supervise, &new.supervise)),
-        ("telemetry", differs(&running.telemetry, &new.telemetry)),
+        ("supervise", running.supervise != new.supervise),
+        ("telemetry", running.telemetry != new.telemetry),
         // These resize the memory plan, which is fixed for the process.
         ("tiling", running.tiling != new.tiling),
         (

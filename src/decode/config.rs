@@ -5,7 +5,7 @@ use serde::Deserialize;
 /// `[decode]` section: post-processing for every family. DB keys apply to
 /// `family = "db"`, box keys to `"yolo"`, `top_k` to `"classify"`;
 /// `score_threshold` to both `yolo` and `classify`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeConfig {
     /// Probability above which a pixel is text.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::Detection;
 
 /// How two boxes are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchMetric {
     /// Intersection over union.
@@ -19,7 +19,7 @@ pub enum MatchMetric {
 }
 
 /// What happens to matching boxes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MergeStrategy {
     /// Keep the best-scoring box, drop the boxes it matches.

@@ -13,7 +13,7 @@ pub use config::DecodeConfig;
 use serde::{Deserialize, Serialize};
 
 /// Model family: decides the decoder and the pre-processing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     /// DBNet text detection (PP-OCR det): a probability map in, text quads out.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 pub use crate::decode::Family;
 
 /// `input = { width = 640, height = 640 }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSize {
     /// Model input width.
@@ -27,7 +27,7 @@ pub struct InputSize {
 }
 
 /// Which engine runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Pure-Rust CPU engine (tract).
@@ -56,7 +56,7 @@ impl Backend {
 }
 
 /// `[model]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// ONNX file; relative paths are relative to the config file.
@@ -96,7 +96,7 @@ pub struct ModelConfig {
     pub max_side: u32,
     /// Frames inferred at once, each on its own thread with its own engine
     /// state. Default: one per CPU core (measured faster than tract's
-    /// multithreaded matmul on this model; see README).
+    /// multithreaded matmul on this model; see docs/memory-and-tiling.md).
     #[serde(default)]
     pub workers: Option<usize>,
 }

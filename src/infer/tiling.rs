@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::decode::merge::{MatchMetric, MergeConfig, MergeStrategy};
 
 /// When frames are cut into tiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TilingMode {
     /// Whole-frame inference, the frame shrunk to `model.max_side`.
@@ -42,7 +42,7 @@ impl TilingMode {
 }
 
 /// `[tiling]` section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TilingConfig {
     /// off | tiles | auto.

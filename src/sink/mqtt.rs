@@ -16,7 +16,7 @@ use super::outbox::{Outbox, OutboxError, WriteTrouble};
 use super::payload::{detections_topic, status_topic, Message};
 
 /// `[mqtt]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// Broker URL, `mqtt://host:port`.
@@ -364,18 +364,12 @@ impl MqttSink {
         if running.outbox_max_mb != cfg.outbox_max_mb {
             needs_restart.push("mqtt.outbox_max_mb");
         }
-        let session = |c: &MqttConfig| {
-            (
-                c.url.clone(),
-                c.qos,
-                c.keep_alive_s,
-                c.username.clone(),
-                c.password_file.clone(),
-                c.ca_file.clone(),
-                c.client_cert.clone(),
-                c.client_key.clone(),
-                c.topic_prefix.clone(),
-            )
+        // The session is everything but the outbox (which needs a restart):
+        // any other key that changes means reconnecting with new settings.
+        let session = |c: &MqttConfig| MqttConfig {
+            outbox: PathBuf::new(),
+            outbox_max_mb: 0.0,
+            ..c.clone()
         };
         if session(&running) != session(cfg) {
             let settings = SessionSettings::new(cfg, &self.device)?;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::pixels::PixelFormat;
 
 /// `format` in a camera source: one format, or `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FormatChoice {
     /// MJPEG for frames over 640×480 (USB 2 cannot carry them raw at
@@ -70,7 +70,7 @@ impl std::str::FromStr for FormatChoice {
 }
 
 /// `[[source]] kind = "camera"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     /// Source name (topic segment).

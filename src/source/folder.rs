@@ -16,7 +16,7 @@ use super::Job;
 use crate::frame::FrameMeta;
 
 /// `[[source]] kind = "folder"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FolderConfig {
     /// Source name (topic segment).

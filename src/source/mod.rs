@@ -31,7 +31,7 @@ pub enum Job {
 }
 
 /// One `[[source]]` table, told apart by `kind`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// A watched folder.

@@ -27,7 +27,7 @@ const MAX_GAP: Duration = Duration::from_secs(2);
 const MAX_FRAME_BYTES: u32 = 64 << 20;
 
 /// `[[source]] kind = "replay"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayConfig {
     /// Source name (topic segment).

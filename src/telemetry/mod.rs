@@ -9,7 +9,7 @@ pub use logging::init_logging;
 use serde::Deserialize;
 
 /// `[telemetry]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// Address for `/healthz` and `/metrics`, e.g. `127.0.0.1:9108`; off when unset.

@@ -10,7 +10,7 @@ use super::cache::Precision;
 const MIB: u64 = 1 << 20;
 
 /// How inputs and outputs reach the GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostMemory {
     /// Mapped on integrated GPUs (every Jetson), copies elsewhere.
@@ -23,7 +23,7 @@ pub enum HostMemory {
 }
 
 /// Whether to build without cuBLAS/cuDNN tactics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tactics {
     /// Restricted when the memory budget cannot hold cuBLAS and cuDNN.
@@ -36,7 +36,7 @@ pub enum Tactics {
 }
 
 /// `[tensorrt]`: used when `model.backend = "tensorrt"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorrtConfig {
     /// Engine cache folder; relative paths are relative to the config file.
