@@ -78,11 +78,54 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long counts as healthy: the next failure starts again at 1 s.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-/// Restart delays for one stage: 1 s doubling to 60 s, reset after a healthy
-/// run, and a limit on restarts within a window.
+/// The one back-off: a delay that doubles from `first` to `max` on every
+/// failure and goes back to `first` on success. Stage restarts, MQTT
+/// reconnects and camera reconnects all wait by it.
+#[derive(Debug, Clone)]
+pub struct Delay {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Delay {
+    /// `first`, doubling up to `max`.
+    pub fn new(first: Duration, max: Duration) -> Delay {
+        Delay {
+            first,
+            max: max.max(first),
+            next: first,
+        }
+    }
+
+    /// The delay to wait now; the next one is twice as long (at most `max`).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    /// After a success: the next wait is `first` again.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+/// `d` scaled by a factor in [0.5, 1.5), so a fleet does not reconnect in
+/// step.
+pub fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    d.mul_f64(0.5 + (nanos % 1000) as f64 / 1000.0)
+}
+
+/// Restart delays for one stage: a [`Delay`] of 1 s doubling to 60 s, reset
+/// after a healthy run, and a limit on restarts within a window.
 #[derive(Debug)]
 pub struct Backoff {
-    next: Duration,
+    delay: Delay,
     failures: std::collections::VecDeque<Instant>,
     max_restarts: u32,
     window: Duration,
@@ -92,7 +135,7 @@ impl Backoff {
     /// Back-off under `cfg`'s limits.
     pub fn new(cfg: &SuperviseConfig) -> Backoff {
         Backoff {
-            next: BACKOFF_FIRST,
+            delay: Delay::new(BACKOFF_FIRST, BACKOFF_MAX),
             failures: Default::default(),
             max_restarts: cfg.max_restarts,
             window: Duration::from_secs(cfg.restart_window_s),
@@ -104,7 +147,7 @@ impl Backoff {
     /// `max_restarts` times within the window and the process should exit.
     pub fn failed(&mut self, now: Instant, ran_for: Duration) -> Option<Duration> {
         if ran_for >= HEALTHY_RUN {
-            self.next = BACKOFF_FIRST;
+            self.delay.reset();
         }
         self.failures.push_back(now);
         while self
@@ -117,9 +160,7 @@ impl Backoff {
         if self.failures.len() > self.max_restarts as usize {
             return None;
         }
-        let delay = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        Some(delay)
+        Some(self.delay.next_delay())
     }
 
     /// Failures inside the window.
@@ -390,6 +431,20 @@ mod tests {
         assert!(b.failed(t0, short).is_some());
         assert!(b.failed(t0 + Duration::from_secs(30), short).is_some());
         assert!(b.failed(t0 + Duration::from_secs(31), short).is_none());
+    }
+
+    #[test]
+    fn the_delay_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let s = Duration::from_secs;
+        let mut d = Delay::new(s(1), s(5));
+        let waits: Vec<Duration> = (0..5).map(|_| d.next_delay()).collect();
+        assert_eq!(waits, [s(1), s(2), s(4), s(5), s(5)]);
+        d.reset();
+        assert_eq!(d.next_delay(), s(1));
+        for _ in 0..100 {
+            let j = jitter(s(10));
+            assert!(j >= s(5) && j < s(15), "{j:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! MQTT publisher: drives the rumqttc event loop on its own thread, reconnects
 //! with back-off, keeps a retained `online`/`offline` status with a last will.
 
+use crate::supervise::{jitter, Delay};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -505,7 +506,7 @@ impl Publisher {
     }
 
     fn run(mut self) {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Delay::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut reported_down = false;
         while !self.stopping() {
             if let Some(new) = self
@@ -516,7 +517,7 @@ impl Publisher {
             {
                 tracing::info!(broker = %new.url, "MQTT settings reloaded; connecting to {}", new.url);
                 self.settings = new;
-                backoff = Duration::from_secs(1);
+                backoff.reset();
                 reported_down = false;
             }
             // A fresh client per connection: rumqttc's own retransmission
@@ -527,7 +528,7 @@ impl Publisher {
                 Session::Reconfigured => self.stats.connected.store(false, Ordering::Relaxed),
                 Session::Lost => {
                     self.stats.connected.store(false, Ordering::Relaxed);
-                    let until = Instant::now() + jitter(backoff);
+                    let until = Instant::now() + jitter(backoff.next_delay());
                     while Instant::now() < until && !self.stopping() && !self.reconfigured() {
                         self.beat();
                         sleep_unless(
@@ -536,7 +537,6 @@ impl Publisher {
                                 .min(until.saturating_duration_since(Instant::now())),
                         );
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             }
         }
@@ -548,7 +548,7 @@ impl Publisher {
         client: &Client,
         mut conn: Connection,
         reported_down: &mut bool,
-        backoff: &mut Duration,
+        backoff: &mut Delay,
     ) -> Session {
         // Connect.
         loop {
@@ -590,7 +590,7 @@ impl Publisher {
             }
         }
         *reported_down = false;
-        *backoff = Duration::from_secs(1);
+        backoff.reset();
         self.stats.connected.store(true, Ordering::Relaxed);
         let (pending, _) = self.outbox.depth();
         tracing::info!(broker = %self.settings.url, "connected to MQTT broker {} ({pending} message(s) to deliver)", self.settings.url);
@@ -718,15 +718,6 @@ impl Publisher {
         }
         Session::Stopped
     }
-}
-
-/// `d` scaled by a factor in [0.5, 1.5), so a fleet does not reconnect in step.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    d.mul_f64(0.5 + (nanos % 1000) as f64 / 1000.0)
 }
 
 fn sleep_unless(stop: &AtomicBool, d: Duration) {

@@ -275,7 +275,7 @@ impl Outbox {
         body.extend_from_slice(topic.as_bytes());
         body.extend_from_slice(payload);
         let mut warned = false;
-        let mut pause = Duration::from_millis(100);
+        let mut pause = crate::supervise::Delay::new(Duration::from_millis(100), RETRY_MAX);
         // Space is checked again after every failed try: other appends may
         // have gone through while this one waited for the disk.
         let loc = loop {
@@ -323,10 +323,9 @@ impl Outbox {
                     // The lock is released while waiting: acks go on.
                     inner = self
                         .space
-                        .wait_timeout(inner, pause)
+                        .wait_timeout(inner, pause.next_delay())
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
-                    pause = (pause * 2).min(RETRY_MAX);
                 }
                 Err(e) => return Err(e),
             }

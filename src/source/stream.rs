@@ -143,7 +143,7 @@ pub fn run(
     };
     let mut converter = Converter::new();
     let mut pacer = Pacer::new(settings.fps);
-    let mut backoff = settings.reconnect_min;
+    let mut backoff = crate::supervise::Delay::new(settings.reconnect_min, settings.reconnect_max);
     let mut seq = 0u64;
     let mut delivered = 0u64;
     let mut lost_since: Option<(Instant, String)> = None;
@@ -158,8 +158,7 @@ pub fn run(
                     tracing::warn!(source = %name, "camera {name}: {e}; retrying, every {} s at most", settings.reconnect_max.as_secs());
                     lost_since = Some((Instant::now(), e.to_string()));
                 }
-                sleep_beating(backoff, stop, &beat);
-                backoff = (backoff * 2).min(settings.reconnect_max);
+                sleep_beating(backoff.next_delay(), stop, &beat);
                 continue;
             }
         };
@@ -207,7 +206,7 @@ pub fn run(
                     break;
                 }
             };
-            backoff = settings.reconnect_min;
+            backoff.reset();
             let n = counts.captured.fetch_add(1, Ordering::Relaxed);
             if !n.is_multiple_of(settings.every_nth.max(1) as u64) {
                 counts.skipped.fetch_add(1, Ordering::Relaxed);
@@ -273,8 +272,7 @@ pub fn run(
             }
         }
         drop(capture);
-        sleep_beating(backoff, stop, &beat);
-        backoff = (backoff * 2).min(settings.reconnect_max);
+        sleep_beating(backoff.next_delay(), stop, &beat);
     }
     Ok(())
 }
