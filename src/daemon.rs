@@ -11,6 +11,7 @@ use crossbeam_channel::bounded;
 use crate::config::Config;
 use crate::reload::{apply_reload, LiveSettings};
 use crate::setup::{detector_settings, load_model};
+use crate::shutdown::Shutdown;
 use crate::sink::mqtt::MqttSink;
 use crate::source::folder::FolderSource;
 use crate::source::latest::{FramePool, LatestFrame};
@@ -34,9 +35,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn run(
     config_path: &std::path::Path,
     config: Config,
-    stop: Arc<AtomicBool>,
+    signalled: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
     let started = std::time::Instant::now();
     let (model, plan) = load_model(&config)?;
     let workers = plan.workers;
@@ -60,13 +62,11 @@ pub fn run(
     );
 
     let (tx, rx) = bounded::<Job>(workers * 2);
-    // Set by a stage that failed too often: the process exits non-zero.
-    let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
     let source_ctx = SourceContext {
         tx: tx.clone(),
         heartbeats: heartbeats.clone(),
         metrics: metrics.clone(),
-        fatal: fatal.clone(),
+        shutdown: shutdown.clone(),
         supervise: config.supervise.clone(),
         stall: stage_timeout,
         workers,
@@ -94,13 +94,12 @@ pub fn run(
         WorkerShared {
             rx,
             sink: sink.clone(),
-            stop: stop.clone(),
+            shutdown: shutdown.clone(),
             device: config.device.clone(),
             model: model.clone(),
             engines: engines.clone(),
             live: live.clone(),
             metrics: metrics.clone(),
-            fatal: fatal.clone(),
             supervise: config.supervise.clone(),
             frames: frames.clone(),
             heartbeats: heartbeats.clone(),
@@ -126,7 +125,7 @@ pub fn run(
                     heartbeats: heartbeats.clone(),
                     sink: sink.clone(),
                 },
-                stop.clone(),
+                shutdown.clone(),
             )
             .map_err(anyhow::Error::msg)?,
         ),
@@ -141,15 +140,19 @@ pub fn run(
     };
     notifier.ready(&summary(std::time::Instant::now(), 0).1);
     let (mut window_start, mut window_frames) = (std::time::Instant::now(), 0);
-    while !stop.load(Ordering::SeqCst) {
+    while !shutdown.is_stopping() {
+        if signalled.load(Ordering::SeqCst) {
+            shutdown.stop();
+            break;
+        }
         // Before the watchdog check: a hung worker that can be replaced in
         // place does not cost the process a restart.
         pool.replace_hung();
         #[cfg(feature = "tensorrt")]
         gpu.poll(&config, &model, &engines, &metrics);
         notifier.tick(&heartbeats);
-        if fatal.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-            stop.store(true, Ordering::SeqCst);
+        if shutdown.fatal().is_some() {
+            shutdown.stop();
             break;
         }
         if reload.swap(false, Ordering::SeqCst) {
@@ -180,7 +183,7 @@ pub fn run(
             notifier.status(&line);
             (window_start, window_frames) = (std::time::Instant::now(), n);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        shutdown.sleep(Duration::from_millis(100));
     }
     notifier.stopping();
     #[cfg(feature = "tensorrt")]
@@ -196,12 +199,7 @@ pub fn run(
         .into_iter()
         .chain(pool.into_handles())
     {
-        while !t.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if t.is_finished() {
-            let _ = t.join();
-        } else {
+        if !join_by(t, deadline) {
             stuck += 1;
         }
     }
@@ -209,7 +207,7 @@ pub fn run(
     if let Some(t) = telemetry {
         let _ = t.join();
     }
-    if let Some(why) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(why) = shutdown.fatal() {
         anyhow::bail!("{why}");
     }
     if stuck > 0 {
@@ -227,7 +225,8 @@ struct SourceContext {
     tx: crossbeam_channel::Sender<Job>,
     heartbeats: Arc<Heartbeats>,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
-    fatal: Arc<std::sync::Mutex<Option<String>>>,
+    /// The daemon's stop; each source runs under a child of it.
+    shutdown: Shutdown,
     supervise: crate::supervise::SuperviseConfig,
     stall: Duration,
     /// Inference workers (camera frames in flight at once).
@@ -236,10 +235,10 @@ struct SourceContext {
     max_pixels: u64,
 }
 
-/// One running source: its configuration, its own stop flag, its thread.
+/// One running source: its configuration, its own stop, its thread.
 struct RunningSource {
     config: SourceConfig,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     stage: Arc<crate::supervise::Stage>,
     handle: JoinHandle<()>,
 }
@@ -254,7 +253,7 @@ impl RunningSources {
     fn start(&mut self, source: &SourceConfig, ctx: &SourceContext) -> anyhow::Result<()> {
         let name = source.name().to_string();
         let stage = format!("source:{name}");
-        let own_stop = Arc::new(AtomicBool::new(false));
+        let own_stop = ctx.shutdown.child();
         let mut body: SourceBody = match source {
             SourceConfig::Folder(f) => {
                 // Opened here so a folder that cannot be used is reported at
@@ -313,9 +312,8 @@ impl RunningSources {
             }
         };
         let beat = ctx.heartbeats.register(stage.clone(), ctx.stall);
-        let (stop, fatal, metrics, supervise, thread_beat, heartbeats) = (
+        let (stop, metrics, supervise, thread_beat, heartbeats) = (
             own_stop.clone(),
-            ctx.fatal.clone(),
             ctx.metrics.clone(),
             ctx.supervise.clone(),
             beat.clone(),
@@ -328,12 +326,11 @@ impl RunningSources {
                     &thread_beat,
                     &supervise,
                     &stop,
-                    &fatal,
                     &|| metrics.stage_restarted(&stage),
                     || body(&thread_beat),
                 );
                 // A source that finished (a replay file that ended) is not hung.
-                if !stop.load(Ordering::SeqCst) {
+                if !stop.is_stopping() {
                     heartbeats.remove(&thread_beat);
                 }
             })?;
@@ -355,14 +352,10 @@ impl RunningSources {
         self.running = keep;
         for old in drop {
             let name = old.config.name().to_string();
-            old.stop.store(true, Ordering::SeqCst);
-            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
-            while !old.handle.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            old.stop.stop();
+            let stopped = join_by(old.handle, std::time::Instant::now() + STOP_TIMEOUT);
             ctx.heartbeats.remove(&old.stage);
-            if old.handle.is_finished() {
-                let _ = old.handle.join();
+            if stopped {
                 tracing::info!(source = %name, "reload: source {name} stopped");
             } else {
                 tracing::error!(source = %name, "reload: source {name} did not stop (hung); left behind");
@@ -384,7 +377,7 @@ impl RunningSources {
 
     fn stop_all(&self) {
         for r in &self.running {
-            r.stop.store(true, Ordering::SeqCst);
+            r.stop.stop();
         }
     }
 
@@ -404,7 +397,7 @@ fn stream_body(
     mut opener: Box<dyn Open>,
     settings: StreamSettings,
     ctx: &SourceContext,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) -> SourceBody {
     let latest = LatestFrame::new(ctx.workers);
     ctx.metrics.camera(&settings.name, latest.clone());
@@ -424,17 +417,30 @@ fn stream_body(
                         tracing::error!(source = %settings.name, "camera {}: {text}; retrying every {} s", settings.name, settings.reconnect_max.as_secs());
                         reported = text;
                     }
-                    let until = std::time::Instant::now() + settings.reconnect_max;
-                    while std::time::Instant::now() < until {
-                        if stop.load(Ordering::SeqCst) {
-                            return Ok(());
-                        }
-                        beat.beat();
-                        std::thread::sleep(Duration::from_millis(50));
+                    if stop.sleep_beating(
+                        settings.reconnect_max,
+                        Duration::from_millis(500),
+                        &|| beat.beat(),
+                    ) {
+                        return Ok(());
                     }
                 }
                 Err(e) => return Err(e.to_string()),
             }
         }
     })
+}
+
+/// Joins `t` if it finishes by `deadline`; false when it is still running
+/// (hung): it is left behind, so a stuck stage cannot hold the stop past
+/// systemd's timeout.
+fn join_by(t: JoinHandle<()>, deadline: std::time::Instant) -> bool {
+    while !t.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let finished = t.is_finished();
+    if finished {
+        let _ = t.join();
+    }
+    finished
 }

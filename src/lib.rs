@@ -9,6 +9,7 @@ pub mod frame;
 pub mod infer;
 pub mod reload;
 pub mod setup;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod supervise;

@@ -180,14 +180,13 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs `body` as the stage `beat` names, restarting it in place with
 /// back-off when it fails or panics, until it returns `Ok` (a clean stop) or
-/// `stop` is set. When the stage fails too often, the reason is stored in
-/// `fatal`, `stop` is set, and the daemon exits non-zero so systemd restarts
-/// the whole process.
+/// `shutdown` stops. When the stage fails too often, `shutdown` fails with
+/// the reason, and the daemon exits non-zero so systemd restarts the whole
+/// process.
 pub fn run_restarting(
     beat: &Stage,
     cfg: &SuperviseConfig,
-    stop: &std::sync::atomic::AtomicBool,
-    fatal: &Mutex<Option<String>>,
+    shutdown: &crate::shutdown::Shutdown,
     on_restart: &dyn Fn(),
     mut body: impl FnMut() -> Result<(), String>,
 ) {
@@ -200,7 +199,7 @@ pub fn run_restarting(
             Ok(Err(e)) => e,
             Err(panic) => format!("panicked: {}", panic_text(&*panic)),
         };
-        if stop.load(Ordering::SeqCst) {
+        if shutdown.is_stopping() {
             return;
         }
         let name = beat.name();
@@ -216,12 +215,7 @@ pub fn run_restarting(
                     cfg.max_restarts
                 );
                 // Waiting out the back-off is legitimate: keep beating.
-                let until = Instant::now() + delay;
-                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-                    beat.beat();
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if stop.load(Ordering::SeqCst) {
+                if shutdown.sleep_beating(delay, Duration::from_millis(500), &|| beat.beat()) {
                     return;
                 }
             }
@@ -232,8 +226,7 @@ pub fn run_restarting(
                     cfg.restart_window_s
                 );
                 tracing::error!(stage = name, "{why}");
-                *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-                stop.store(true, Ordering::SeqCst);
+                shutdown.fail(why);
                 return;
             }
         }
@@ -456,16 +449,14 @@ mod tests {
             restart_window_s: 60,
             ..SuperviseConfig::default()
         };
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let fatal = Mutex::new(None);
+        let shutdown = crate::shutdown::Shutdown::new();
         let restarts = AtomicU64::new(0);
         let runs = AtomicU64::new(0);
         let started = Instant::now();
         run_restarting(
             &stage,
             &cfg,
-            &stop,
-            &fatal,
+            &shutdown,
             &|| {
                 restarts.fetch_add(1, Ordering::SeqCst);
             },
@@ -479,8 +470,8 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         assert_eq!(restarts.load(Ordering::SeqCst), 1);
         assert!(started.elapsed() >= Duration::from_secs(1), "no back-off");
-        assert!(stop.load(Ordering::SeqCst));
-        let why = fatal.lock().unwrap().clone().unwrap();
+        assert!(shutdown.is_stopping());
+        let why = shutdown.fatal().unwrap();
         assert!(why.contains("test-stage failed 2 times"), "{why}");
         assert!(why.contains("second run fails"), "{why}");
     }

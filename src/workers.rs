@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::infer::detector::Detector;
 use crate::infer::model::{LoadedModel, ModelInfo};
 use crate::infer::EngineSlot;
 use crate::reload::LiveSettings;
+use crate::shutdown::Shutdown;
 use crate::sink::mqtt::MqttSink;
 use crate::sink::payload::Message;
 use crate::source::folder::FolderJob;
@@ -29,8 +30,8 @@ pub struct WorkerShared {
     pub rx: Receiver<Job>,
     /// The publisher.
     pub sink: Arc<MqttSink>,
-    /// Set to stop the daemon.
-    pub stop: Arc<AtomicBool>,
+    /// The daemon's stop; failed when workers hang too often.
+    pub shutdown: Shutdown,
     /// Device name for messages.
     pub device: String,
     /// The loaded model (identity, labels, the CPU plan).
@@ -42,8 +43,6 @@ pub struct WorkerShared {
     pub live: Arc<LiveSettings>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Set by a stage that failed too often.
-    pub fatal: Arc<Mutex<Option<String>>>,
     /// Restart limits.
     pub supervise: SuperviseConfig,
     /// Jobs done, for the status line.
@@ -135,8 +134,7 @@ impl WorkerPool {
                     shared.supervise.max_restarts
                 );
                 tracing::error!(stage = %name, "{why}");
-                *shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-                shared.stop.store(true, Ordering::SeqCst);
+                shared.shutdown.fail(why);
                 return;
             }
             let fresh = match spawn(&shared, self.workers[slot].index) {
@@ -182,8 +180,7 @@ fn spawn(shared: &Arc<WorkerShared>, index: usize) -> std::io::Result<Worker> {
             run_restarting(
                 &beat,
                 &s.supervise,
-                &s.stop,
-                &s.fatal,
+                &s.shutdown,
                 &|| s.metrics.stage_restarted(&name),
                 || work(&s, &beat, &quit),
             )
@@ -221,7 +218,7 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
     };
     loop {
         beat.beat();
-        if s.stop.load(Ordering::SeqCst) || retired.load(Ordering::SeqCst) {
+        if s.shutdown.is_stopping() || retired.load(Ordering::SeqCst) {
             return Ok(());
         }
         match s.rx.recv_timeout(Duration::from_millis(200)) {
@@ -311,7 +308,7 @@ fn process(
     // worker beats while it waits, so it is not replaced for it.
     let keep_waiting = || {
         beat.beat();
-        !s.stop.load(Ordering::SeqCst)
+        !s.shutdown.is_stopping()
     };
     match job {
         Job::File(job) => process_file(job, detector, s, info, &keep_waiting),

@@ -3,11 +3,12 @@
 //! a stream is lost mid-way (no growth in file descriptors or memory).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver};
+use edgewatch::shutdown::Shutdown;
 use edgewatch::source::latest::{FramePool, LatestFrame};
 use edgewatch::source::pixels::PixelFormat;
 use edgewatch::source::record::encode_frame;
@@ -117,7 +118,7 @@ fn slow_inference_gets_the_newest_frame_and_older_ones_are_dropped() {
     let (out, rx) = output(1);
     let log = Arc::new(Mutex::new(Vec::new()));
     let worker = consume(rx, Duration::from_millis(300), log.clone());
-    let stop = AtomicBool::new(false);
+    let stop = Shutdown::new();
     let mut opener = ReplayOpener::new(&replay(&path, false, true));
     stream::run(
         &mut opener,
@@ -169,7 +170,7 @@ fn fps_caps_the_inference_rate() {
     let pool = out.pool.clone();
     let log = Arc::new(Mutex::new(Vec::new()));
     let worker = consume(rx, Duration::ZERO, log.clone());
-    let stop = AtomicBool::new(false);
+    let stop = Shutdown::new();
     let mut opener = ReplayOpener::new(&replay(&path, false, true));
     let start = Instant::now();
     stream::run(
@@ -223,7 +224,7 @@ fn a_lost_stream_comes_back_without_leaking() {
     let latest = out.latest.clone();
     let log = Arc::new(Mutex::new(Vec::new()));
     let worker = consume(rx, Duration::ZERO, log.clone());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Shutdown::new();
     let streamer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -256,7 +257,7 @@ fn a_lost_stream_comes_back_without_leaking() {
     wait_reconnects(110);
     let (fds_after, rss_after) = (open_fds(), rss_kib());
     let taken_after = log.lock().unwrap().len();
-    stop.store(true, Ordering::SeqCst);
+    stop.stop();
     streamer.join().unwrap().unwrap();
     worker.join().unwrap();
     assert!(

@@ -1,6 +1,7 @@
 //! MQTT publisher: drives the rumqttc event loop on its own thread, reconnects
 //! with back-off, keeps a retained `online`/`offline` status with a last will.
 
+use crate::shutdown::Shutdown;
 use crate::supervise::{jitter, Delay};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -271,7 +272,7 @@ pub struct MqttSink {
     pending: Arc<std::sync::Mutex<Option<SessionSettings>>>,
     device: String,
     stats: Arc<SinkStats>,
-    stopping: Arc<AtomicBool>,
+    stopping: Shutdown,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -311,7 +312,7 @@ impl MqttSink {
         }
         let outbox = Arc::new(outbox);
         let stats = Arc::new(SinkStats::default());
-        let stopping = Arc::new(AtomicBool::new(false));
+        let stopping = Shutdown::new();
         let pending = Arc::new(std::sync::Mutex::new(None));
         let publisher = Publisher {
             settings: SessionSettings::new(cfg, device)?,
@@ -419,7 +420,7 @@ impl MqttSink {
         if left > 0 {
             tracing::warn!("stopping with {left} message(s) in the outbox; they are delivered after the next start");
         }
-        self.stopping.store(true, Ordering::SeqCst);
+        self.stopping.stop();
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread {
             let _ = t.join();
@@ -473,7 +474,7 @@ struct Publisher {
     pending: Arc<std::sync::Mutex<Option<SessionSettings>>>,
     outbox: Arc<Outbox>,
     stats: Arc<SinkStats>,
-    stopping: Arc<AtomicBool>,
+    stopping: Shutdown,
     heartbeat: Option<Arc<crate::supervise::Stage>>,
 }
 
@@ -488,7 +489,7 @@ enum Session {
 
 impl Publisher {
     fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
+        self.stopping.is_stopping()
     }
 
     /// Connecting, waiting out a back-off and delivering are all progress.
@@ -531,8 +532,7 @@ impl Publisher {
                     let until = Instant::now() + jitter(backoff.next_delay());
                     while Instant::now() < until && !self.stopping() && !self.reconfigured() {
                         self.beat();
-                        sleep_unless(
-                            &self.stopping,
+                        self.stopping.sleep(
                             Duration::from_millis(500)
                                 .min(until.saturating_duration_since(Instant::now())),
                         );
@@ -717,15 +717,6 @@ impl Publisher {
             }
         }
         Session::Stopped
-    }
-}
-
-fn sleep_unless(stop: &AtomicBool, d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(
-            Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())),
-        );
     }
 }
 

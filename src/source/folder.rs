@@ -2,8 +2,8 @@
 //! failed` by rename, so every file is in exactly one place and a crash never
 //! loses one: files left in `.processing` are re-queued at start-up.
 
+use crate::shutdown::Shutdown;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -314,7 +314,7 @@ pub struct FolderSource {
     cfg: FolderConfig,
     paths: Arc<FolderPaths>,
     tx: Sender<Job>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     seq: u64,
     next_scan: Instant,
     heartbeat: Option<Arc<crate::supervise::Stage>>,
@@ -329,7 +329,7 @@ impl FolderSource {
     pub fn new(
         cfg: FolderConfig,
         tx: Sender<Job>,
-        stop: Arc<AtomicBool>,
+        stop: Shutdown,
     ) -> Result<FolderSource, FolderError> {
         let paths = cfg.paths();
         if !paths.inbox.exists() {
@@ -382,7 +382,7 @@ impl FolderSource {
             .map_err(|err| self.watch_error(err))?;
         self.requeue_processing()?;
         tracing::info!(source = %self.cfg.name, "watching {}", self.paths.inbox.display());
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.stop.is_stopping() {
             self.beat();
             if Instant::now() >= self.next_scan && !self.scan()? {
                 return Ok(());
@@ -547,7 +547,7 @@ impl FolderSource {
                     // Waiting for inference is legitimate; a hung worker is
                     // caught by its own heartbeat.
                     self.beat();
-                    if self.stop.load(Ordering::SeqCst) {
+                    if self.stop.is_stopping() {
                         // Stays in .processing; the next start re-queues it.
                         return false;
                     }
@@ -604,11 +604,11 @@ mod tests {
         cap: usize,
     ) -> (
         crossbeam_channel::Receiver<Job>,
-        Arc<AtomicBool>,
+        Shutdown,
         std::thread::JoinHandle<()>,
     ) {
         let (tx, rx) = bounded(cap);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Shutdown::new();
         let src = FolderSource::new(cfg, tx, stop.clone()).unwrap();
         let t = std::thread::spawn(move || src.run().unwrap());
         (rx, stop, t)
@@ -671,7 +671,7 @@ mod tests {
             "hidden and partial files are left alone"
         );
         assert!(cfg.path.join(".hidden.jpg").exists() && cfg.path.join("c.jpg.part").exists());
-        stop.store(true, Ordering::SeqCst);
+        stop.stop();
         t.join().unwrap();
         drop(b);
     }
@@ -691,7 +691,7 @@ mod tests {
         std::fs::rename(&outside, cfg.path.join("moved.png")).unwrap();
         let j = recv(&rx);
         assert!(j.path.ends_with(".processing/moved.png"));
-        stop.store(true, Ordering::SeqCst);
+        stop.stop();
         t.join().unwrap();
     }
 
@@ -713,7 +713,7 @@ mod tests {
         assert_eq!(record.error, "not a supported image");
         assert_eq!(record.source, "inbox");
         assert!(record.file.ends_with("inbox/bad.jpg"));
-        stop.store(true, Ordering::SeqCst);
+        stop.stop();
         t.join().unwrap();
     }
 
@@ -726,7 +726,7 @@ mod tests {
         let (rx, stop, t) = start(cfg.clone(), 1);
         let first = recv(&rx);
         // Simulate a crash: the job is never finished.
-        stop.store(true, Ordering::SeqCst);
+        stop.stop();
         t.join().unwrap();
         let id = first.meta.id.clone();
         drop(first);
@@ -736,7 +736,7 @@ mod tests {
         assert_eq!(again.meta.id, id, "stable id across restarts");
         assert_eq!(again.path, cfg.path.join(".processing/x.jpg"));
         again.done().unwrap();
-        stop.store(true, Ordering::SeqCst);
+        stop.stop();
         t.join().unwrap();
         assert!(dir.path().join("done/x.jpg").exists());
     }
@@ -800,7 +800,7 @@ mod tests {
             .filter(|e| e.as_ref().unwrap().path().is_file())
             .count();
         assert_eq!(waiting, 3);
-        stop.store(true, Ordering::SeqCst);
+        stop.stop();
         t.join().unwrap();
         drop(rx);
     }

@@ -2,7 +2,7 @@
 //! skip, convert into pooled buffers, hand the newest to inference at the
 //! configured rate, and reopen with back-off when the device goes away.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,6 +12,7 @@ use super::latest::{CapturedFrame, FramePool, LatestFrame, Pacer};
 use super::pixels::{Converter, PixelFormat};
 use super::Job;
 use crate::frame::FrameMeta;
+use crate::shutdown::Shutdown;
 use crate::supervise::Stage;
 
 /// What a device granted: it may differ from what was asked.
@@ -123,6 +124,9 @@ pub struct FrameOutput {
     pub tx: Sender<Job>,
 }
 
+/// How often a stream beats while it waits to reconnect.
+const BEAT_EVERY: Duration = Duration::from_millis(500);
+
 /// Streams until `stop` is set, the workers' queue closes, or a replay file
 /// ends. Lost devices are reopened with back-off, forever: a camera that is
 /// unplugged for a week comes back when it is plugged in. Errors only for a
@@ -131,7 +135,7 @@ pub fn run(
     open: &mut dyn Open,
     settings: &StreamSettings,
     out: &FrameOutput,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     beat: Option<&Stage>,
 ) -> Result<(), CaptureError> {
     let name = &settings.name;
@@ -148,7 +152,7 @@ pub fn run(
     let mut delivered = 0u64;
     let mut lost_since: Option<(Instant, String)> = None;
     let mut opened_before = false;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_stopping() {
         beat();
         let mut capture = match open.open() {
             Ok(c) => c,
@@ -158,7 +162,7 @@ pub fn run(
                     tracing::warn!(source = %name, "camera {name}: {e}; retrying, every {} s at most", settings.reconnect_max.as_secs());
                     lost_since = Some((Instant::now(), e.to_string()));
                 }
-                sleep_beating(backoff.next_delay(), stop, &beat);
+                stop.sleep_beating(backoff.next_delay(), BEAT_EVERY, &beat);
                 continue;
             }
         };
@@ -190,7 +194,7 @@ pub fn run(
         }
         loop {
             beat();
-            if stop.load(Ordering::SeqCst) {
+            if stop.is_stopping() {
                 return Ok(());
             }
             let raw = match capture.next_frame() {
@@ -272,15 +276,7 @@ pub fn run(
             }
         }
         drop(capture);
-        sleep_beating(backoff.next_delay(), stop, &beat);
+        stop.sleep_beating(backoff.next_delay(), BEAT_EVERY, &beat);
     }
     Ok(())
-}
-
-fn sleep_beating(d: Duration, stop: &AtomicBool, beat: &dyn Fn()) {
-    let until = Instant::now() + d;
-    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-        beat();
-        std::thread::sleep(Duration::from_millis(50).min(d));
-    }
 }

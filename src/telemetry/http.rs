@@ -1,6 +1,6 @@
 //! `/healthz` and `/metrics` over HTTP, on their own thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -64,7 +64,11 @@ impl Probe {
 
 /// Serves until `stop` is set. Binding failures are returned at once, so a
 /// taken port is a start-up error, not a silent gap in monitoring.
-pub fn serve(listen: &str, probe: Probe, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>, String> {
+pub fn serve(
+    listen: &str,
+    probe: Probe,
+    stop: crate::shutdown::Shutdown,
+) -> Result<JoinHandle<()>, String> {
     let server = tiny_http::Server::http(listen).map_err(|e| {
         format!("telemetry.listen: cannot listen on {listen} ({e}); pick a free port")
     })?;
@@ -72,7 +76,7 @@ pub fn serve(listen: &str, probe: Probe, stop: Arc<AtomicBool>) -> Result<JoinHa
     std::thread::Builder::new()
         .name("telemetry".into())
         .spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
+            while !stop.is_stopping() {
                 let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else {
                     continue;
                 };
