@@ -340,4 +340,24 @@ fn a_file_that_panics_the_worker_costs_that_file_only() {
         .unwrap()
         .next()
         .is_none());
+    // A restart does not replay them: each is in failed/ once, with its record.
+    drop(daemon);
+    let daemon = Daemon::start_with_env(&cfg, &[("EDGEWATCH_TEST_PANIC_ON", "boom")]);
+    daemon.wait_log("edgewatch ready", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut in_failed: Vec<String> = std::fs::read_dir(&failed)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    in_failed.sort();
+    let want: Vec<String> = (0..4)
+        .flat_map(|i| [format!("boom-{i}.png"), format!("boom-{i}.png.error.json")])
+        .collect();
+    assert_eq!(in_failed, want);
+    assert!(
+        !daemon.log().iter().any(|l| l.contains("panicked")),
+        "{}",
+        daemon.log().join("\n")
+    );
 }
