@@ -1,0 +1,13 @@
+//! MQTT publisher: drives the rumqttc event loop on its own thread, reconnects
+//! with back-off, keeps a retained `online`/`offline` status with a last will.
+//!
+//! `config` holds the `[mqtt]` keys, `handle` the [`MqttSink`] the workers
+//! publish to, `session` the thread that talks to the broker.
+
+mod config;
+mod handle;
+mod session;
+
+pub use config::{BrokerAddr, MqttConfig};
+pub use handle::{MqttSink, SinkError};
+pub use session::SinkStats;
