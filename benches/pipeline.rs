@@ -7,7 +7,7 @@
 
 use edgewatch_samples as textimg;
 
-#[path = "../tests/common/message.rs"]
+#[path = "../tests/it/common/message.rs"]
 mod message;
 
 use std::hint::black_box;

@@ -2,7 +2,7 @@
 //! appended and fsynced, delivered, acknowledged, removed.
 //! Usage: cargo run --release --example outbox_throughput -- mqtt://127.0.0.1:1883 [COUNT]
 
-#[path = "../tests/common/message.rs"]
+#[path = "../tests/it/common/message.rs"]
 mod message;
 
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! everything the daemon will hold, or refused naming the knob to turn.
 //!
 //! The costs are upper bounds measured on this model and backend (see the
-//! docs/memory-and-tiling.md and `tests/memory_budget.rs`, which checks the
+//! docs/memory-and-tiling.md and `tests/it/memory_budget.rs`, which checks the
 //! process's peak RSS against the plan). They hold because the allocator is
 //! told to return every large buffer to the system when it is freed
 //! (`release_large_buffers`), so a worker's peak is the largest of its phases,

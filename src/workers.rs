@@ -281,7 +281,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         .map_err(|p| crate::supervise::panic_text(&*p))
 }
 
-/// Debug builds only, for tests/bad_input.rs: a job whose file name
+/// Debug builds only, for tests/it/bad_input.rs: a job whose file name
 /// contains `EDGEWATCH_TEST_PANIC_ON` panics inside the worker.
 fn injected_panic(path: Option<&std::path::Path>) {
     if cfg!(debug_assertions) {

@@ -21,7 +21,7 @@
 //!
 //! Not modelled: reordering within the journal; lost or reordered *synced*
 //! writes (a disk that lies about its cache); xattrs and hard-link counts;
-//! special files (FIFOs, devices); space running out (`tests/disk_full.rs`
+//! special files (FIFOs, devices); space running out (`tests/it/disk_full.rs`
 //! does that on a tmpfs).
 //!
 //! Requests from the process that mounted it are served even after the

@@ -2,7 +2,7 @@
 //!
 //! What can be checked without a camera (config, format choice, the
 //! streaming loop through replay files) is tested here and in
-//! `tests/camera_replay.rs`; the ioctls themselves need a device.
+//! `tests/it/camera_replay.rs`; the ioctls themselves need a device.
 
 use std::path::PathBuf;
 use std::time::Duration;

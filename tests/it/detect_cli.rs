@@ -1,7 +1,7 @@
 //! `edgewatch detect` and `check-config` as a user runs them: the real binary,
 //! the real model, real files.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Tiled inference on the real model: small text in 4K frames, and a text
 //! line across tile seams.
 
-mod common;
+use crate::common;
 
 use common::textimg::{draw_text, font, iou, recall, render, TextBox};
 use edgewatch::config::{Config, Purpose};

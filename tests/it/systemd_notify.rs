@@ -1,7 +1,7 @@
 //! The daemon under a stand-in for systemd: a real unix datagram socket as
 //! NOTIFY_SOCKET, a real WATCHDOG_USEC, real signals.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};

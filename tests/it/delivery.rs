@@ -2,7 +2,7 @@
 //! Real mosquitto (with persistence, so a subscriber misses nothing while the
 //! broker restarts), the real daemon binary and model, real files.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};

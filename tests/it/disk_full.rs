@@ -3,7 +3,7 @@
 //! (mounted here; the tests run as root, as CI does) that is filled to the
 //! last byte while images keep arriving.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! by its mean red, green and blue, so a pure-colour square aligned to 16
 //! model pixels is found as exactly one box of exactly its size.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! MQTT over TLS with a password, against mosquitto configured by the test
 //! with its own CA (certificates made at test time with the openssl CLI).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

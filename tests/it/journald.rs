@@ -3,7 +3,7 @@
 //! machine has no journald, as CI containers do), and `JOURNAL_STREAM` naming
 //! the file the daemon's stderr is.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;

@@ -3,7 +3,7 @@
 //! hand-over): the messages carry what `edgewatch detect` finds in the same
 //! still images.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! `/healthz` and `/metrics` scraped over real HTTP after real frames.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

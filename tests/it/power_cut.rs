@@ -13,7 +13,7 @@
 //! still varies from run to run: the seed picks the moment as a count of
 //! the daemon's changes, and which change comes at that count can differ.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

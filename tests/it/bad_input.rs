@@ -3,7 +3,7 @@
 //! model, a source folder under a regular file; and file names the inbox
 //! must still handle (not UTF-8, 255 bytes).
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -1,7 +1,7 @@
 //! SIGHUP reconciles sources without a restart: a new folder starts, a
 //! removed one stops (and is no longer counted as a stage), the model stays.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

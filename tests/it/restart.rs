@@ -2,7 +2,7 @@
 //! vanishes comes back; one that cannot come back makes the daemon give up
 //! and exit non-zero, so systemd restarts it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The daemon end to end: a real mosquitto, a watched folder of 1080p images,
 //! a real subscriber, real signals.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -318,7 +318,7 @@ fn sighup_applies_a_threshold_change_to_the_next_frame() {
         "names the key"
     );
     // A model change needs a restart, and says so (broker changes apply
-    // live: tests/reload_sources.rs).
+    // live: tests/it/reload_sources.rs).
     assert!(original.contains("[model]\n"));
     std::fs::write(
         &cfg,

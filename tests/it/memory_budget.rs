@@ -2,7 +2,7 @@
 //! (VmHWM) stays under `memory_budget_mb` over 200 frames of 1080p and 4K,
 //! a 20000×20000 PNG and an 8000×6000 JPEG, and its RSS does not creep.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,0 +1,27 @@
+//! Every integration test, in one binary: linked once (tract, rustls and all)
+//! instead of once per file. Each module is one capability, run against the
+//! real parts (`common`: mosquitto, the daemon, the models).
+//!
+//! One module: `cargo test --test it power_cut::`.
+
+mod common;
+
+mod bad_input;
+mod camera_replay;
+mod camera_stream;
+mod daemon_e2e;
+mod delivery;
+mod detect_cli;
+mod disk_full;
+mod families;
+mod journald;
+mod memory_budget;
+mod power_cut;
+mod reload_sources;
+mod restart;
+mod systemd_notify;
+mod systemd_unit;
+mod telemetry;
+mod tensorrt_cli;
+mod tiling;
+mod tls;
