@@ -14,12 +14,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edgewatch::decode::db::{self, ProbMap};
-use edgewatch::decode::DecodeConfig;
 use edgewatch::infer::model::LoadedModel;
 use edgewatch::infer::preprocess::{decode_file, whole_frame_size, Preprocessor};
 use edgewatch::infer::tiling::{TilePlan, TilingConfig};
 use edgewatch::infer::{Engine, ModelConfig};
+use edgewatch::postprocess::db::{self, ProbMap};
+use edgewatch::postprocess::DecodeConfig;
 use edgewatch::sink::outbox::Outbox;
 use message::sample_message;
 

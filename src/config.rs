@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::budget::{MemoryPlan, PlanError, PlanInput};
-use crate::decode::DecodeConfig;
 use crate::infer::tiling::TilingConfig;
 use crate::infer::ModelConfig;
+use crate::postprocess::DecodeConfig;
 use crate::sink::mqtt::MqttConfig;
 use crate::source::SourceConfig;
 use crate::supervise::SuperviseConfig;

@@ -4,9 +4,9 @@
 pub mod budget;
 pub mod config;
 pub mod daemon;
-pub mod decode;
 pub mod frame;
 pub mod infer;
+pub mod postprocess;
 pub mod reload;
 pub mod setup;
 pub mod shutdown;

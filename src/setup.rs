@@ -18,10 +18,10 @@ pub fn detector_settings(
     max_pixels: u64,
     model: &LoadedModel,
 ) -> Result<DetectorSettings, String> {
-    let labels = match crate::decode::labels::resolve(
+    let labels = match crate::postprocess::labels::resolve(
         &config.model.labels,
         config.model.labels_file.as_deref(),
-        &crate::decode::labels::no_metadata,
+        &crate::postprocess::labels::no_metadata,
     )? {
         Some((labels, _)) => labels,
         None => model.labels.clone(),
@@ -33,7 +33,7 @@ pub fn detector_settings(
             model.labels.len()
         ));
     }
-    let allowed = crate::decode::labels::allowed(&config.decode.classes, &labels)
+    let allowed = crate::postprocess::labels::allowed(&config.decode.classes, &labels)
         .map_err(|e| format!("decode.classes: {e}"))?;
     Ok(DetectorSettings {
         max_side: config.model.max_side,

@@ -11,12 +11,12 @@ use super::model::Head;
 use super::preprocess::{decode_file_checked, whole_frame_size, DecodeError, Preprocessor};
 use super::tiling::{TilePlan, TilingConfig};
 use super::{Engine, InferError};
-use crate::decode::db::{self, ProbMap};
-use crate::decode::merge::{merge, MergeConfig, MergeStrategy};
-use crate::decode::placement::{Placement, LETTERBOX_FILL};
-use crate::decode::yolo::YoloHead;
-use crate::decode::DecodeConfig;
-use crate::decode::Detection;
+use crate::postprocess::db::{self, ProbMap};
+use crate::postprocess::merge::{merge, MergeConfig, MergeStrategy};
+use crate::postprocess::placement::{Placement, LETTERBOX_FILL};
+use crate::postprocess::yolo::YoloHead;
+use crate::postprocess::DecodeConfig;
+use crate::postprocess::Detection;
 
 /// Milliseconds spent in each stage of one frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -337,7 +337,7 @@ impl Detector {
         let out = self.engine.run(tensor)?;
         let t2 = Instant::now();
         let (mh, mw) = db_map_shape(&out.shape, 1)?;
-        let dets = self.decode(ProbMap::f32(&out.data, mw, mh), frame_w, frame_h);
+        let dets = self.postprocess_db(ProbMap::f32(&out.data, mw, mh), frame_w, frame_h);
         timing.add(t0, t1, t2, Instant::now());
         Ok(dets)
     }
@@ -383,13 +383,13 @@ impl Detector {
             }
         }
         let t3 = Instant::now();
-        let dets = self.decode(ProbMap::u8(&self.stitch, sw, sh), frame_w, frame_h);
+        let dets = self.postprocess_db(ProbMap::u8(&self.stitch, sw, sh), frame_w, frame_h);
         timing.post += ms(t3, Instant::now());
         Ok(dets)
     }
 
-    /// DB decode of `map` into frame pixels, with the current settings.
-    fn decode(&self, map: ProbMap<'_>, frame_w: u32, frame_h: u32) -> Vec<Detection> {
+    /// DB post-processing of `map` into frame pixels, with the current settings.
+    fn postprocess_db(&self, map: ProbMap<'_>, frame_w: u32, frame_h: u32) -> Vec<Detection> {
         db::decode(
             &self.settings.decode,
             map,

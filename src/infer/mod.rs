@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 // The family lives with the decoders it chooses; named here too, as the
 // model's configuration uses it.
-pub use crate::decode::Family;
+pub use crate::postprocess::Family;
 
 /// `input = { width = 640, height = 640 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

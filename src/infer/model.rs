@@ -7,9 +7,9 @@ use sha2::{Digest, Sha256};
 
 use super::tract::TractModel;
 use super::{Family, InferError, ModelConfig};
-use crate::decode::classify::ClassifyHead;
-use crate::decode::labels::{self, LabelOrigin};
-use crate::decode::yolo::YoloHead;
+use crate::postprocess::classify::ClassifyHead;
+use crate::postprocess::labels::{self, LabelOrigin};
+use crate::postprocess::yolo::YoloHead;
 
 /// How the model's output is read, found from its shape at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +31,8 @@ impl std::fmt::Display for Head {
                 f,
                 "yolo ({} layout, {} classes, {} candidates)",
                 match h.layout {
-                    crate::decode::yolo::YoloLayout::V5 => "YOLOv5 [N, 5+C]",
-                    crate::decode::yolo::YoloLayout::V8 => "YOLOv8 [4+C, N]",
+                    crate::postprocess::yolo::YoloLayout::V5 => "YOLOv5 [N, 5+C]",
+                    crate::postprocess::yolo::YoloLayout::V8 => "YOLOv8 [4+C, N]",
                 },
                 h.classes,
                 h.candidates

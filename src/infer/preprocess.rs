@@ -9,7 +9,7 @@ use image::{ImageDecoder, ImageReader, RgbImage};
 
 use super::tiling::TilePlan;
 use super::TensorBatch;
-use crate::decode::placement::Placement;
+use crate::postprocess::placement::Placement;
 
 /// Why an image could not be turned into pixels.
 #[derive(Debug, thiserror::Error)]

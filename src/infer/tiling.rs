@@ -11,7 +11,7 @@
 
 use serde::Deserialize;
 
-use crate::decode::merge::{MatchMetric, MergeConfig, MergeStrategy};
+use crate::postprocess::merge::{MatchMetric, MergeConfig, MergeStrategy};
 
 /// When frames are cut into tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::Detection;
 use crate::frame::FrameMeta;
 use crate::infer::detector::{FrameResult, Timing};
 use crate::infer::model::ModelInfo;
+use crate::postprocess::Detection;
 
 /// Schema name and major version; a breaking change bumps the number.
 pub const SCHEMA: &str = "edgewatch.detections/1";

@@ -9,8 +9,8 @@
 use image::{Rgb, RgbImage};
 
 use super::cache::CheckRecord;
-use crate::decode::Detection;
 use crate::infer::Outputs;
+use crate::postprocess::Detection;
 
 /// Compares the engine's first output and detections with the CPU's.
 /// Returns the record, or why the engine is refused.

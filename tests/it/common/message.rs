@@ -3,10 +3,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use edgewatch::decode::Detection;
 use edgewatch::frame::FrameMeta;
 use edgewatch::infer::detector::{FrameResult, Timing};
 use edgewatch::infer::model::ModelInfo;
+use edgewatch::postprocess::Detection;
 use edgewatch::sink::payload::Message;
 
 /// Message number `seq` of source `bench` on device `bench`.

@@ -1,4 +1,6 @@
-//! Decoders turn raw model outputs into detections in frame pixels.
+//! Post-processing: decoders turn raw model outputs into detections in
+//! frame pixels (`[decode]` in the configuration holds their thresholds;
+//! "decode" elsewhere means decoding image files).
 
 pub mod classify;
 mod config;
