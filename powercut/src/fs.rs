@@ -76,6 +76,27 @@ fn may_go(body: &Body, dir: bool) -> Result<(), Errno> {
     }
 }
 
+/// Replies with a new entry, or the error.
+fn answer_entry(reply: ReplyEntry, made: Result<FileAttr, Errno>) {
+    match made {
+        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// Replies ok, or the error.
+fn answer_empty(reply: ReplyEmpty, done: Result<(), Errno>) {
+    match done {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// Permission bits of a new inode.
+fn perm(mode: u32, umask: u32) -> u16 {
+    (mode & !umask & 0o7777) as u16
+}
+
 /// The filesystem fuser serves.
 pub struct PowerCutFs {
     /// Shared with the test's handle.
@@ -324,16 +345,10 @@ impl Filesystem for PowerCutFs {
             // Only what the daemon writes: regular files.
             return reply.error(Errno::EPERM);
         }
-        match self.make(
-            req,
-            parent,
-            name,
-            Body::File(Vec::new()),
-            (mode & !umask & 0o7777) as u16,
-        ) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(
+            reply,
+            self.make(req, parent, name, Body::File(Vec::new()), perm(mode, umask)),
+        );
     }
 
     fn mkdir(
@@ -345,30 +360,24 @@ impl Filesystem for PowerCutFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.make(
-            req,
-            parent,
-            name,
-            Body::Dir(Default::default()),
-            (mode & !umask & 0o7777) as u16,
-        ) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(
+            reply,
+            self.make(
+                req,
+                parent,
+                name,
+                Body::Dir(Default::default()),
+                perm(mode, umask),
+            ),
+        );
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove(req, parent, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, self.remove(req, parent, name, false))
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove(req, parent, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, self.remove(req, parent, name, true))
     }
 
     fn symlink(
@@ -379,16 +388,16 @@ impl Filesystem for PowerCutFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.make(
-            req,
-            parent,
-            link_name,
-            Body::Symlink(target.to_path_buf()),
-            0o777,
-        ) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(
+            reply,
+            self.make(
+                req,
+                parent,
+                link_name,
+                Body::Symlink(target.to_path_buf()),
+                0o777,
+            ),
+        );
     }
 
     fn rename(
@@ -401,10 +410,10 @@ impl Filesystem for PowerCutFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.do_rename(req, parent, name, newparent, newname, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(
+            reply,
+            self.do_rename(req, parent, name, newparent, newname, flags),
+        )
     }
 
     fn link(
@@ -617,13 +626,7 @@ impl Filesystem for PowerCutFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.make(
-            req,
-            parent,
-            name,
-            Body::File(Vec::new()),
-            (mode & !umask & 0o7777) as u16,
-        ) {
+        match self.make(req, parent, name, Body::File(Vec::new()), perm(mode, umask)) {
             Ok(attr) => reply.created(
                 &TTL,
                 &attr,
