@@ -21,6 +21,7 @@ packages=(
   "ca-certificates:HTTPS to PyPI and crates.io"
   "gcc:the linker Rust uses, and ring's C code"
   "libc6-dev:C headers and crt files for linking"
+  "linux-libc-dev:<linux/videodev2.h>, for the fake V4L2 camera the tests build"
   "systemd:systemd-analyze and journalctl (unit and journald tests)"
   "openssl:test certificates"
   "procps:kill, used by the restart tests"

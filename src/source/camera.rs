@@ -363,6 +363,16 @@ mod v4l2 {
         (num > 0 && den > 0).then(|| den as f64 / num as f64)
     }
 
+    /// A rate as cameras state them: whole rates bare, others (7.5, 0.5) with
+    /// their fraction.
+    fn rate_text(r: f64) -> String {
+        if (r - r.round()).abs() < 0.005 {
+            format!("{r:.0}")
+        } else {
+            format!("{r:.1}")
+        }
+    }
+
     fn fourccs(codes: &[[u8; 4]]) -> String {
         codes
             .iter()
@@ -448,12 +458,16 @@ mod v4l2 {
                                 .into_iter()
                                 .filter_map(|i| match i.interval {
                                     FrameIntervalEnum::Discrete(f) => {
-                                        rate(f.numerator, f.denominator).map(|r| format!("{r:.0}"))
+                                        rate(f.numerator, f.denominator).map(rate_text)
                                     }
                                     FrameIntervalEnum::Stepwise(s) => Some(format!(
-                                        "{:.0}-{:.0}",
-                                        rate(s.max.numerator, s.max.denominator).unwrap_or(0.0),
-                                        rate(s.min.numerator, s.min.denominator).unwrap_or(0.0)
+                                        "{}-{}",
+                                        rate_text(
+                                            rate(s.max.numerator, s.max.denominator).unwrap_or(0.0)
+                                        ),
+                                        rate_text(
+                                            rate(s.min.numerator, s.min.denominator).unwrap_or(0.0)
+                                        )
                                     )),
                                 })
                                 .collect();

@@ -9,6 +9,7 @@ mod common;
 mod bad_input;
 mod camera_replay;
 mod camera_stream;
+mod camera_v4l2;
 mod daemon_e2e;
 mod delivery;
 mod detect_cli;

@@ -5,6 +5,8 @@
 #[allow(unused_imports)]
 pub use edgewatch_samples as textimg;
 
+pub mod fake_v4l2;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
