@@ -6,8 +6,9 @@
 # from a file or a command of that name: a glob once took libclang-cpp for
 # libclang, and a pyenv python for Debian's python3-pip.
 #
-# Usage: install-deps.sh [--cross] [--check]
+# Usage: install-deps.sh [--cross] [--tests] [--check]
 #   --cross  also what cross/test.sh needs (qemu, arm64 libc, lintian)
+#   --tests  also the tests' RTSP server (gst-rtsp-server, x264; ~230 MB)
 #   --check  only list what is missing; exit 1 if anything is
 set -euo pipefail
 
@@ -28,12 +29,14 @@ packages=(
   "mount:mount/umount of the small tmpfs the disk-full tests fill"
 )
 cross=false
+tests=false
 check=false
 for arg in "$@"; do
   case $arg in
     --cross) cross=true ;;
+    --tests) tests=true ;;
     --check) check=true ;;
-    *) echo "usage: $0 [--cross] [--check]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--cross] [--tests] [--check]" >&2; exit 2 ;;
   esac
 done
 if $cross; then
@@ -42,6 +45,17 @@ if $cross; then
     "libc6-arm64-cross:the aarch64 loader and libc for qemu"
     "libgcc-s1-arm64-cross:libgcc_s for the aarch64 build under qemu"
     "lintian:checks the .deb"
+  )
+fi
+
+if $tests; then
+  packages+=(
+    "python3-gi:runs the tests' RTSP server (tests/rtsp/serve.py)"
+    "gir1.2-gst-rtsp-server-1.0:gst-rtsp-server, the tests' RTSP server"
+    "gstreamer1.0-plugins-base:pngdec and videoconvert for that server"
+    "gstreamer1.0-plugins-good:rtph264pay and multifilesrc"
+    "gstreamer1.0-plugins-bad:rtph265pay and x265enc (the H.265 refusal test)"
+    "gstreamer1.0-plugins-ugly:x264enc, the H.264 the RTSP tests stream"
   )
 fi
 

@@ -21,7 +21,7 @@ if [[ -n ${CI:-} ]]; then
   export CARGO_INCREMENTAL=0
 fi
 
-./deploy/install-deps.sh --cross
+./deploy/install-deps.sh --cross --tests
 ./engines/fetch-models.sh
 ./engines/make-test-models.sh
 

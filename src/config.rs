@@ -430,6 +430,10 @@ mod tests {
             name = "r"
             kind = "replay"
             path = "r.replay"
+            [[source]]
+            name = "ip"
+            kind = "rtsp"
+            url = "rtsp://cam.local:554/stream1"
             [mqtt]
         "#,
         )

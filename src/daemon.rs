@@ -298,6 +298,26 @@ impl RunningSources {
                     anyhow::bail!("source {name}: this edgewatch was built without camera support (cargo feature `camera`); rebuild with it, or use a replay source");
                 }
             }
+            SourceConfig::Rtsp(r) => {
+                #[cfg(feature = "rtsp")]
+                {
+                    let settings = StreamSettings {
+                        name: name.clone(),
+                        fps: r.fps,
+                        every_nth: r.every_nth,
+                        reconnect_min: crate::source::rtsp::RECONNECT_MIN,
+                        reconnect_max: Duration::from_secs(r.reconnect_max_s),
+                        max_pixels: (r.width as u64 * r.height as u64).min(ctx.max_pixels),
+                    };
+                    let opener = crate::source::rtsp::RtspOpener::new(r);
+                    stream_body(Box::new(opener), settings, ctx, own_stop.clone())
+                }
+                #[cfg(not(feature = "rtsp"))]
+                {
+                    let _ = r;
+                    anyhow::bail!("source {name}: this edgewatch was built without RTSP support (cargo feature `rtsp`); rebuild with it");
+                }
+            }
             SourceConfig::Replay(r) => {
                 let settings = StreamSettings {
                     name: name.clone(),

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod infer;
 pub mod postprocess;
 pub mod reload;
+pub mod secrets;
 pub mod setup;
 pub mod shutdown;
 pub mod sink;

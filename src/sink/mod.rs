@@ -3,5 +3,4 @@
 pub mod mqtt;
 pub mod outbox;
 pub mod payload;
-pub mod secrets;
 pub mod tls;

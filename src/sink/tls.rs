@@ -69,7 +69,7 @@ pub fn client_config(cfg: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsProblem
             .with_root_certificates(roots);
     let config = match (cfg.client_cert, cfg.client_key) {
         (Some(cert), Some(key)) => {
-            super::secrets::refuse_world_readable(key).map_err(|e| ("client_key", e))?;
+            crate::secrets::refuse_world_readable(key).map_err(|e| ("client_key", e))?;
             let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
                 (
                     "client_key",

@@ -6,6 +6,7 @@ pub mod latest;
 pub mod pixels;
 pub mod record;
 pub mod replay;
+pub mod rtsp;
 pub mod stream;
 
 use std::collections::HashSet;
@@ -17,6 +18,7 @@ use camera::CameraConfig;
 use folder::{FolderConfig, FolderJob};
 use latest::FrameTicket;
 use replay::ReplayConfig;
+use rtsp::RtspConfig;
 
 /// Pooled frames a stream holds beyond one per worker: the slot and the
 /// frame being converted.
@@ -40,6 +42,8 @@ pub enum SourceConfig {
     Camera(CameraConfig),
     /// A recorded camera stream, played back.
     Replay(ReplayConfig),
+    /// An RTSP/IP camera.
+    Rtsp(RtspConfig),
 }
 
 impl SourceConfig {
@@ -49,12 +53,13 @@ impl SourceConfig {
             SourceConfig::Folder(f) => &f.name,
             SourceConfig::Camera(c) => &c.name,
             SourceConfig::Replay(r) => &r.name,
+            SourceConfig::Rtsp(r) => &r.name,
         }
     }
 
     /// Bytes a camera or replay source holds besides the frames in the
     /// workers: the newest-frame slot, the frame being converted, and the
-    /// driver's mapped buffers. Folders hold no pixels.
+    /// driver's mapped buffers or the decoder. Folders hold no pixels.
     pub fn stream_bytes(&self) -> u64 {
         match self {
             SourceConfig::Folder(_) => 0,
@@ -68,6 +73,9 @@ impl SourceConfig {
                     STREAM_SPARE_FRAMES * 3 * px + 3 * px
                 })
                 .unwrap_or(0),
+            SourceConfig::Rtsp(r) => {
+                STREAM_SPARE_FRAMES * 3 * r.width as u64 * r.height as u64 + r.decoder_bytes()
+            }
         }
     }
 
@@ -76,6 +84,7 @@ impl SourceConfig {
             SourceConfig::Folder(f) => f.resolve_paths(resolve),
             SourceConfig::Camera(c) => c.resolve_paths(resolve),
             SourceConfig::Replay(r) => r.resolve_paths(resolve),
+            SourceConfig::Rtsp(r) => r.resolve_paths(resolve),
         }
     }
 }
@@ -136,6 +145,11 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
                 dirs.push((c.device.clone(), key("device")));
             }
             SourceConfig::Replay(r) => {
+                for (k, reason) in r.validate() {
+                    out.push((key(k), reason));
+                }
+            }
+            SourceConfig::Rtsp(r) => {
                 for (k, reason) in r.validate() {
                     out.push((key(k), reason));
                 }

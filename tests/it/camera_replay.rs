@@ -24,41 +24,6 @@ fn record(images: &[PathBuf], format: &str, out: &Path) {
     assert!(status.success(), "edgewatch record failed");
 }
 
-fn detect(config: &Path, images: &[PathBuf]) -> Vec<serde_json::Value> {
-    let out = Command::new(common::bin())
-        .args(["detect", "--config"])
-        .arg(config)
-        .args(images)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn boxes(msg: &serde_json::Value) -> Vec<Vec<f64>> {
-    msg["detections"]
-        .as_array()
-        .expect("detections")
-        .iter()
-        .map(|d| {
-            d["box"]
-                .as_array()
-                .expect("box")
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn replayed_frames_are_published_like_detect_finds_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,9 +64,9 @@ outbox = "outbox"
         ),
     )
     .unwrap();
-    let want = detect(&cfg, &images);
+    let want = common::detect(&cfg, &images);
     assert!(
-        want.iter().all(|m| !boxes(m).is_empty()),
+        want.iter().all(|m| !common::boxes(m).is_empty()),
         "the stills have text"
     );
 
@@ -137,8 +102,8 @@ outbox = "outbox"
             "camera frames have no file"
         );
         assert_eq!(
-            boxes(msg),
-            boxes(still),
+            common::boxes(msg),
+            common::boxes(still),
             "frame {} differs from detect",
             msg["seq"]
         );
@@ -146,7 +111,7 @@ outbox = "outbox"
     let yuyv = frames("yuyv");
     assert_eq!(yuyv.len(), 3);
     for (msg, still) in yuyv.iter().zip(&want) {
-        let (a, b) = (boxes(msg), boxes(still));
+        let (a, b) = (common::boxes(msg), common::boxes(still));
         assert_eq!(a.len(), b.len(), "frame {}: {a:?} vs {b:?}", msg["seq"]);
         for (x, y) in a.iter().zip(&b) {
             let off = x

@@ -20,6 +20,7 @@ mod memory_budget;
 mod power_cut;
 mod reload_sources;
 mod restart;
+mod rtsp;
 mod systemd_notify;
 mod systemd_unit;
 mod telemetry;

@@ -181,10 +181,7 @@ impl MqttConfig {
         let Some(path) = &self.password_file else {
             return Ok(std::env::var("EDGEWATCH_MQTT_PASSWORD").ok());
         };
-        crate::sink::secrets::refuse_world_readable(path)?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
-        Ok(Some(text.lines().next().unwrap_or("").to_string()))
+        crate::secrets::read_secret(path).map(Some)
     }
 
     /// Host and port from `url`.

@@ -6,6 +6,7 @@
 pub use edgewatch_samples as textimg;
 
 pub mod fake_v4l2;
+pub mod rtsp_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -470,4 +471,41 @@ pub fn metric(metrics: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// What `edgewatch detect` prints for `images`, one message per image.
+pub fn detect(config: &Path, images: &[PathBuf]) -> Vec<serde_json::Value> {
+    let out = Command::new(bin())
+        .args(["detect", "--config"])
+        .arg(config)
+        .args(images)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The boxes of a detections message.
+pub fn boxes(msg: &serde_json::Value) -> Vec<Vec<f64>> {
+    msg["detections"]
+        .as_array()
+        .expect("detections")
+        .iter()
+        .map(|d| {
+            d["box"]
+                .as_array()
+                .expect("box")
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
 }

@@ -14,3 +14,12 @@ pub fn refuse_world_readable(path: &std::path::Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The first line of a secret file (a password), refused when every user can
+/// read it.
+pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    refuse_world_readable(path)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}

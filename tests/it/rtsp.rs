@@ -1,0 +1,277 @@
+//! RTSP/H.264 IP cameras against a real RTSP server on 127.0.0.1
+//! (gst-rtsp-server, x264), publishing to a real mosquitto: the boxes of
+//! `edgewatch detect` on the same stills, a server that dies and returns,
+//! a wrong password, and servers that send what no camera should.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::rtsp_server::{RtspServer, Stream};
+use common::textimg::render;
+use common::{boxes, http_get, metric, Broker, Daemon, Received, Subscriber};
+
+fn stills(dir: &Path) -> Vec<PathBuf> {
+    (0..3u64)
+        .map(|seed| {
+            let (img, _) = render(640, 480, 900 + seed, 4, 22, 34);
+            let p = dir.join(format!("f{seed:03}.png"));
+            common::save(&img, &p);
+            p
+        })
+        .collect()
+}
+
+fn stream(dir: &Path, fps: u32, key_int: u32) -> Stream {
+    Stream {
+        frames: dir.join("f%03d.png"),
+        fps,
+        key_int,
+        codec: "h264",
+        auth: None,
+    }
+}
+
+fn config(dir: &Path, broker: &Broker, sources: &str, extra: &str) -> PathBuf {
+    let cfg = dir.join("edgewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device = \"bench\"\n[model]\npath = {:?}\n{sources}\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n{extra}",
+            common::model_path().display().to_string(),
+            broker.url()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn detections<'a>(
+    all: &'a [Received],
+    source: &'a str,
+) -> impl Iterator<Item = serde_json::Value> + 'a {
+    all.iter()
+        .filter(|m| !m.retain && m.topic.ends_with("/detections"))
+        .map(|m| m.json())
+        .filter(move |m| m["source"] == source)
+}
+
+/// The still whose boxes are all within `tol` pixels of the message's.
+fn matching_still(msg: &serde_json::Value, want: &[serde_json::Value], tol: f64) -> Option<usize> {
+    let got = boxes(msg);
+    want.iter().position(|w| {
+        let w = boxes(w);
+        w.len() == got.len()
+            && w.iter()
+                .zip(&got)
+                .all(|(a, b)| a.iter().zip(b).all(|(p, q)| (p - q).abs() <= tol))
+    })
+}
+
+#[test]
+fn an_rtsp_stream_is_published_like_detect_finds_its_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = stills(dir.path());
+    let server = RtspServer::start(stream(dir.path(), 1, 2));
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/#");
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &format!(
+            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\nurl = \"{url}\"\n[[source]]\nname = \"ipkey\"\nkind = \"rtsp\"\nurl = \"{url}\"\ndecode = \"keyframes\"\n",
+            url = server.url()
+        ),
+        "",
+    );
+    let want = common::detect(&cfg, &images);
+    assert!(
+        want.iter().all(|m| !boxes(m).is_empty()),
+        "the stills have text"
+    );
+    let mut daemon = Daemon::start(&cfg);
+    // Each decoded frame is one of the stills: every still must come, and
+    // every message must be one of them within a few pixels (H.264 is lossy).
+    let seen = |all: &[Received], source: &str| {
+        let mut hit = [false; 3];
+        for m in detections(all, source) {
+            if let Some(i) = matching_still(&m, &want, 4.0) {
+                hit[i] = true;
+            }
+        }
+        hit
+    };
+    let all = sub.wait_until(
+        Duration::from_secs(90),
+        "all three stills from the stream",
+        |all| seen(all, "ip") == [true; 3],
+    );
+    for m in detections(&all, "ip") {
+        assert!(
+            matching_still(&m, &want, 4.0).is_some(),
+            "frame {} has boxes {:?}, which no still has",
+            m["seq"],
+            boxes(&m)
+        );
+        assert_eq!(m["image"]["width"], 640);
+    }
+    // Key frames only: every other frame (key_int 2) reaches the decoder.
+    let keyed: Vec<_> = detections(&all, "ipkey").collect();
+    assert!(!keyed.is_empty(), "the key-frame source publishes too");
+    for m in &keyed {
+        assert!(matching_still(m, &want, 4.0).is_some(), "{:?}", boxes(m));
+    }
+    daemon.wait_log("rtsp://127.0.0.1", Duration::from_secs(1));
+    assert!(daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("streaming rgb3 640x480")));
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_server_that_dies_mid_stream_and_returns_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    stills(dir.path());
+    let mut server = RtspServer::start(stream(dir.path(), 4, 4));
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/#");
+    let port = common::free_port();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &format!(
+            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\nurl = \"{}\"\nfps = 2\nreconnect_max_s = 1\n[tiling]\nmode = \"off\"\n",
+            server.url()
+        ),
+        &format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut daemon = Daemon::start(&cfg);
+    let count = |all: &[Received]| detections(all, "ip").count();
+    let before = count(&sub.wait_until(Duration::from_secs(60), "frames", |a| count(a) >= 3));
+    server.kill();
+    daemon.wait_log("lost:", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart();
+    daemon.wait_log("back after", Duration::from_secs(30));
+    let now = count(&sub.all());
+    sub.wait_until(
+        Duration::from_secs(30),
+        "frames after the server returned",
+        |a| count(a) >= now + 3,
+    );
+    assert!(before >= 3);
+    let (_, metrics) = http_get(port, "/metrics");
+    let reconnects = metric(&metrics, "edgewatch_camera_reconnects_total{source=\"ip\"}").unwrap();
+    assert!(reconnects >= 1.0, "{metrics}");
+    assert!(daemon.alive());
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_wrong_password_is_one_log_line_and_the_right_one_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    stills(dir.path());
+    let mut s = stream(dir.path(), 2, 2);
+    s.auth = Some(("viewer".into(), "s3cret-pass".into()));
+    let server = RtspServer::start(s);
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/#");
+    let secret = dir.path().join("cam.password");
+    std::fs::write(&secret, "wrong-guess\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &format!(
+            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\nurl = \"{}\"\nusername = \"viewer\"\npassword_file = \"cam.password\"\nreconnect_max_s = 1\n[tiling]\nmode = \"off\"\n",
+            server.url()
+        ),
+        "",
+    );
+    let daemon = Daemon::start(&cfg);
+    daemon.wait_log("401", Duration::from_secs(30));
+    // Several attempts at the back-off's pace, one line said.
+    std::thread::sleep(Duration::from_secs(4));
+    let refusals = daemon.log().iter().filter(|l| l.contains("401")).count();
+    assert_eq!(refusals, 1, "{:#?}", daemon.log());
+    let line = daemon
+        .log()
+        .into_iter()
+        .find(|l| l.contains("401"))
+        .unwrap();
+    assert!(line.contains("check username and the password"), "{line}");
+    std::fs::write(&secret, "s3cret-pass\n").unwrap();
+    sub.wait_until(
+        Duration::from_secs(30),
+        "frames once the password is right",
+        |a| detections(a, "ip").count() >= 1,
+    );
+    let log = daemon.log().join("\n");
+    assert!(
+        !log.contains("s3cret-pass") && !log.contains("wrong-guess"),
+        "a password was logged"
+    );
+}
+
+/// A TCP server that answers every connection with `reply`, then hangs up.
+fn junk_server(reply: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(reply);
+        }
+    });
+    port
+}
+
+#[test]
+fn servers_that_send_garbage_or_h265_never_take_the_daemon_down() {
+    let dir = tempfile::tempdir().unwrap();
+    stills(dir.path());
+    let mut s = stream(dir.path(), 2, 2);
+    s.codec = "h265";
+    let h265 = RtspServer::start(s);
+    let good = RtspServer::start(stream(dir.path(), 2, 2));
+    let noise = junk_server(b"\x00\xff garbage \x13\x37 not RTSP at all\r\n\r\n");
+    let liar = junk_server(
+        b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: 20\r\n\r\nv=0\r\nnot an sdp\r\n",
+    );
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/#");
+    let cfg = config(
+        dir.path(),
+        &broker,
+        &format!(
+            "[[source]]\nname = \"hevc\"\nkind = \"rtsp\"\nurl = \"{}\"\n{small}[[source]]\nname = \"noise\"\nkind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{noise}/x\"\n{small}[[source]]\nname = \"liar\"\nkind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{liar}/x\"\n{small}[[source]]\nname = \"good\"\nkind = \"rtsp\"\nurl = \"{}\"\n{small}[tiling]\nmode = \"off\"\n",
+            h265.url(),
+            good.url(),
+            // Four 1080p decoders would not fit the default memory plan.
+            small = "width = 640\nheight = 480\n",
+        ),
+        "",
+    );
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_log(
+        "the video is h265; edgewatch decodes H.264",
+        Duration::from_secs(30),
+    );
+    daemon.wait_log("camera noise:", Duration::from_secs(30));
+    daemon.wait_log("camera liar:", Duration::from_secs(30));
+    sub.wait_until(Duration::from_secs(60), "the good camera's frames", |a| {
+        detections(a, "good").count() >= 3
+    });
+    assert!(daemon.alive(), "bad cameras never take the daemon down");
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+}
