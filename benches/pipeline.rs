@@ -154,17 +154,8 @@ fn camera_convert(c: &mut Criterion) {
         });
     }
     // UVC cameras leave the standard Huffman tables out.
-    let jpeg = encode_frame(&img, PixelFormat::Mjpeg);
-    let mut bare = jpeg[..2].to_vec();
-    let mut i = 2;
-    while jpeg[i + 1] != 0xDA {
-        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-        if jpeg[i + 1] != 0xC4 {
-            bare.extend_from_slice(&jpeg[i..i + 2 + len]);
-        }
-        i += 2 + len;
-    }
-    bare.extend_from_slice(&jpeg[i..]);
+    let bare =
+        edgewatch::source::pixels::without_huffman_tables(&encode_frame(&img, PixelFormat::Mjpeg));
     c.bench_function("camera-convert/mjpeg-no-dht/1080p", |b| {
         b.iter(|| {
             conv.convert(PixelFormat::Mjpeg, 1920, 1080, black_box(&bare), &mut out)

@@ -219,6 +219,22 @@ impl Converter {
 /// fills them in when it sees this marker.
 const AVI1_APP0: [u8; 9] = [0xFF, 0xE0, 0x00, 0x07, b'A', b'V', b'I', b'1', 0];
 
+/// A well-formed baseline JPEG without its Huffman table segments (DHT), as
+/// UVC cameras send MJPEG: for tests and benches that play such a camera.
+pub fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut i = 2;
+    while i + 3 < jpeg.len() && jpeg[i + 1] != 0xDA {
+        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+        if jpeg[i + 1] != 0xC4 {
+            out.extend_from_slice(&jpeg[i..(i + 2 + len).min(jpeg.len())]);
+        }
+        i += 2 + len;
+    }
+    out.extend_from_slice(&jpeg[i.min(jpeg.len())..]);
+    out
+}
+
 /// When a JPEG reaches its scan (SOS) without defining Huffman tables (DHT)
 /// or saying it is AVI MJPEG, the offset of the SOS marker; else `None`.
 pub fn missing_huffman_tables(jpeg: &[u8]) -> Option<usize> {
@@ -415,24 +431,6 @@ mod tests {
         bytes
     }
 
-    /// The JPEG without its DHT segments, as UVC cameras send it.
-    fn strip_huffman(jpeg: &[u8]) -> Vec<u8> {
-        let mut out = jpeg[..2].to_vec();
-        let mut i = 2;
-        loop {
-            let marker = jpeg[i + 1];
-            if marker == 0xDA {
-                out.extend_from_slice(&jpeg[i..]);
-                return out;
-            }
-            let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-            if marker != 0xC4 {
-                out.extend_from_slice(&jpeg[i..i + 2 + len]);
-            }
-            i += 2 + len;
-        }
-    }
-
     #[test]
     fn mjpeg_decodes_close_to_the_source_image() {
         let img = card(64, 48);
@@ -459,7 +457,7 @@ mod tests {
         // are the ones AVI MJPEG implies.
         let img = card(64, 48);
         let full = jpeg(&img);
-        let bare = strip_huffman(&full);
+        let bare = without_huffman_tables(&full);
         assert!(bare.len() < full.len());
         assert!(missing_huffman_tables(&full).is_none());
         assert!(missing_huffman_tables(&bare).is_some());

@@ -232,13 +232,18 @@ mod client {
         let mut first = crate::frame::one_line(&text);
         // Retina appends a hex dump of what it had buffered: too long for a
         // log line, and an operator cannot act on it.
-        if let Some(at) = first.find("; buffered:") {
-            first.truncate(at);
+        // The connection's ports and times differ on every attempt: cut
+        // them, so one failure reads the same each time it repeats.
+        for tail in ["; buffered:", "; conn:", " conn:"] {
+            if let Some(at) = first.find(tail) {
+                first.truncate(at);
+            }
         }
         if first.contains("401") {
-            format!("the camera refused the credentials (401 Unauthorized); check username and the password ({first})")
+            "the camera refused the credentials (401 Unauthorized); check username and the password"
+                .into()
         } else {
-            first
+            first.trim_end_matches([';', ',', ' ']).to_string()
         }
     }
 

@@ -158,9 +158,23 @@ pub fn run(
             Ok(c) => c,
             Err(e @ (CaptureError::Unusable { .. } | CaptureError::Ended { .. })) => return Err(e),
             Err(e) => {
-                if lost_since.is_none() {
+                // Said once per reason: a camera that stays away is not
+                // logged every attempt, but one whose answer changes (no
+                // answer, then a refused password) is.
+                let reason = e.to_string();
+                let said = match &mut lost_since {
+                    Some((_, said)) if *said == reason => true,
+                    Some((_, said)) => {
+                        *said = reason;
+                        false
+                    }
+                    None => {
+                        lost_since = Some((Instant::now(), reason));
+                        false
+                    }
+                };
+                if !said {
                     tracing::warn!(source = %name, "camera {name}: {e}; retrying, every {} s at most", settings.reconnect_max.as_secs());
-                    lost_since = Some((Instant::now(), e.to_string()));
                 }
                 stop.sleep_beating(backoff.next_delay(), BEAT_EVERY, &beat);
                 continue;

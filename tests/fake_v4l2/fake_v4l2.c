@@ -889,36 +889,30 @@ static const char *next_fake_name(DIR *dir) {
     return name;
 }
 
+/* The real entry, else the next fake one in a per-thread entry of `type`. */
+#define READDIR(type, real)                                                    \
+    do {                                                                       \
+        struct type *e = real(dir);                                            \
+        if (e)                                                                 \
+            return e;                                                          \
+        const char *name = next_fake_name(dir);                                \
+        if (!name)                                                             \
+            return NULL;                                                       \
+        static __thread struct type fake;                                      \
+        memset(&fake, 0, sizeof fake);                                         \
+        fake.d_ino = 4242;                                                     \
+        fake.d_type = DT_CHR;                                                  \
+        fake.d_reclen = sizeof fake;                                           \
+        snprintf(fake.d_name, sizeof fake.d_name, "%s", name);                 \
+        return &fake;                                                          \
+    } while (0)
+
 struct dirent64 *readdir64(DIR *dir) {
     RESOLVE(readdir64);
-    struct dirent64 *e = real_readdir64(dir);
-    if (e)
-        return e;
-    const char *name = next_fake_name(dir);
-    if (!name)
-        return NULL;
-    static __thread struct dirent64 fake;
-    memset(&fake, 0, sizeof fake);
-    fake.d_ino = 4242;
-    fake.d_type = DT_CHR;
-    fake.d_reclen = sizeof fake;
-    snprintf(fake.d_name, sizeof fake.d_name, "%s", name);
-    return &fake;
+    READDIR(dirent64, real_readdir64);
 }
 
 struct dirent *readdir(DIR *dir) {
     RESOLVE(readdir);
-    struct dirent *e = real_readdir(dir);
-    if (e)
-        return e;
-    const char *name = next_fake_name(dir);
-    if (!name)
-        return NULL;
-    static __thread struct dirent fake;
-    memset(&fake, 0, sizeof fake);
-    fake.d_ino = 4242;
-    fake.d_type = DT_CHR;
-    fake.d_reclen = sizeof fake;
-    snprintf(fake.d_name, sizeof fake.d_name, "%s", name);
-    return &fake;
+    READDIR(dirent, real_readdir);
 }

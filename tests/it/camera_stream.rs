@@ -195,11 +195,21 @@ fn fps_caps_the_inference_rate() {
 
 /// Most descriptors open over 50 ms: the replay file is open or not at any
 /// instant, a leak grows with every reconnect.
-fn open_fds() -> usize {
+/// Open files under `dir` (what a replay reconnect opens): other tests in
+/// this process open and close pipes, sockets and files of their own.
+fn open_fds(dir: &Path) -> usize {
     (0..50)
         .map(|_| {
             std::thread::sleep(Duration::from_millis(1));
-            std::fs::read_dir("/proc/self/fd").unwrap().count()
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .map(|t| t.starts_with(dir))
+                        .unwrap_or(false)
+                })
+                .count()
         })
         .max()
         .unwrap()
@@ -252,10 +262,10 @@ fn a_lost_stream_comes_back_without_leaking() {
         }
     };
     wait_reconnects(10);
-    let (fds, rss) = (open_fds(), rss_kib());
+    let (fds, rss) = (open_fds(dir.path()), rss_kib());
     let taken_before = log.lock().unwrap().len();
     wait_reconnects(110);
-    let (fds_after, rss_after) = (open_fds(), rss_kib());
+    let (fds_after, rss_after) = (open_fds(dir.path()), rss_kib());
     let taken_after = log.lock().unwrap().len();
     stop.stop();
     streamer.join().unwrap().unwrap();

@@ -11,10 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fake_v4l2::{fds_and_rss, strip_huffman_tables, FakeV4l2};
+use common::fake_v4l2::{fds_and_rss, FakeV4l2};
 use common::textimg::render;
 use common::{http_get, metric, Broker, Daemon, Subscriber};
-use edgewatch::source::pixels::PixelFormat;
+use edgewatch::source::pixels::{without_huffman_tables, PixelFormat};
 use edgewatch::source::record::encode_frame;
 use edgewatch::source::replay::{ReplayHeader, ReplayWriter};
 use image::RgbImage;
@@ -36,7 +36,7 @@ fn write_replay(path: &Path, frames: &[RgbImage], fps: f64, format: PixelFormat)
     for (i, img) in frames.iter().enumerate() {
         let mut data = encode_frame(img, format);
         if format == PixelFormat::Mjpeg {
-            data = strip_huffman_tables(&data);
+            data = without_huffman_tables(&data);
         }
         w.push_at(Duration::from_secs_f64(i as f64 / fps), &data)
             .unwrap();
@@ -44,19 +44,11 @@ fn write_replay(path: &Path, frames: &[RgbImage], fps: f64, format: PixelFormat)
     w.finish().unwrap();
 }
 
+/// The boxes in hundredths of a pixel, to compare and hash exactly.
 fn boxes(msg: &serde_json::Value) -> Vec<Vec<i64>> {
-    msg["detections"]
-        .as_array()
-        .expect("detections")
+    common::boxes(msg)
         .iter()
-        .map(|d| {
-            d["box"]
-                .as_array()
-                .expect("box")
-                .iter()
-                .map(|v| (v.as_f64().unwrap() * 100.0).round() as i64)
-                .collect()
-        })
+        .map(|b| b.iter().map(|v| (v * 100.0).round() as i64).collect())
         .collect()
 }
 
@@ -64,20 +56,6 @@ fn start(cfg: &Path, fake: &FakeV4l2) -> Daemon {
     let env = fake.env();
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Daemon::start_with_env(cfg, &pairs)
-}
-
-fn config(dir: &Path, broker: &Broker, sources: &str, extra: &str) -> std::path::PathBuf {
-    let cfg = dir.join("edgewatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "device = \"bench\"\n[model]\npath = {:?}\n{sources}\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n{extra}",
-            common::model_path().display().to_string(),
-            broker.url()
-        ),
-    )
-    .unwrap();
-    cfg
 }
 
 #[test]
@@ -97,7 +75,7 @@ fn a_fake_uvc_camera_publishes_the_boxes_its_replay_does() {
     fake.add("/dev/video42", &yuyv, &["pad 96"]);
     // Lists YUYV too but grants its MJPEG whatever is asked.
     fake.add("/dev/video43", &mjpeg, &["offer YUYV"]);
-    let cfg = config(
+    let cfg = common::write_config(
         dir.path(),
         &broker,
         r#"[[source]]
@@ -166,8 +144,7 @@ path = "mjpeg.ewraw"
         log.contains("/dev/video43 streaming mjpeg 640x480"),
         "the granted format is used: {log}"
     );
-    daemon.signal("TERM");
-    assert!(daemon.wait(Duration::from_secs(30)).success());
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -204,7 +181,7 @@ fn edgewatch_cameras_lists_the_plugged_fake_devices() {
 
 /// A small camera, streaming fast, with the metrics endpoint on.
 fn small_camera(dir: &Path, broker: &Broker, port: u16, extra_source: &str) -> std::path::PathBuf {
-    config(
+    common::write_config(
         dir,
         broker,
         &format!(
@@ -293,8 +270,7 @@ fn a_hundred_unplugs_and_replugs_recover_without_leaking() {
     .unwrap();
     assert_eq!(reconnects, cycles as f64, "each replug is one reconnect");
     assert!(daemon.alive());
-    daemon.signal("TERM");
-    assert!(daemon.wait(Duration::from_secs(30)).success());
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -367,6 +343,5 @@ fn camera_faults_are_named_in_the_log_and_recovered() {
     .unwrap();
     assert!(inferred > 0.0, "{metrics}");
     assert!(daemon.alive(), "a bad camera never takes the daemon down");
-    daemon.signal("TERM");
-    assert!(daemon.wait(Duration::from_secs(30)).success());
+    daemon.stop_cleanly();
 }

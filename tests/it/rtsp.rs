@@ -35,20 +35,6 @@ fn stream(dir: &Path, fps: u32, key_int: u32) -> Stream {
     }
 }
 
-fn config(dir: &Path, broker: &Broker, sources: &str, extra: &str) -> PathBuf {
-    let cfg = dir.join("edgewatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "device = \"bench\"\n[model]\npath = {:?}\n{sources}\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n{extra}",
-            common::model_path().display().to_string(),
-            broker.url()
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
 fn detections<'a>(
     all: &'a [Received],
     source: &'a str,
@@ -78,7 +64,7 @@ fn an_rtsp_stream_is_published_like_detect_finds_its_frames() {
     let server = RtspServer::start(stream(dir.path(), 1, 2));
     let broker = Broker::start();
     let sub = Subscriber::connect(broker.port, "edgewatch/#");
-    let cfg = config(
+    let cfg = common::write_config(
         dir.path(),
         &broker,
         &format!(
@@ -129,8 +115,7 @@ fn an_rtsp_stream_is_published_like_detect_finds_its_frames() {
         .log()
         .iter()
         .any(|l| l.contains("streaming rgb3 640x480")));
-    daemon.signal("TERM");
-    assert!(daemon.wait(Duration::from_secs(30)).success());
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -141,7 +126,7 @@ fn a_server_that_dies_mid_stream_and_returns_is_resumed() {
     let broker = Broker::start();
     let sub = Subscriber::connect(broker.port, "edgewatch/#");
     let port = common::free_port();
-    let cfg = config(
+    let cfg = common::write_config(
         dir.path(),
         &broker,
         &format!(
@@ -169,8 +154,7 @@ fn a_server_that_dies_mid_stream_and_returns_is_resumed() {
     let reconnects = metric(&metrics, "edgewatch_camera_reconnects_total{source=\"ip\"}").unwrap();
     assert!(reconnects >= 1.0, "{metrics}");
     assert!(daemon.alive());
-    daemon.signal("TERM");
-    assert!(daemon.wait(Duration::from_secs(30)).success());
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -185,7 +169,7 @@ fn a_wrong_password_is_one_log_line_and_the_right_one_is_picked_up() {
     let secret = dir.path().join("cam.password");
     std::fs::write(&secret, "wrong-guess\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cfg = config(
+    let cfg = common::write_config(
         dir.path(),
         &broker,
         &format!(
@@ -249,7 +233,7 @@ fn servers_that_send_garbage_or_h265_never_take_the_daemon_down() {
     );
     let broker = Broker::start();
     let sub = Subscriber::connect(broker.port, "edgewatch/#");
-    let cfg = config(
+    let cfg = common::write_config(
         dir.path(),
         &broker,
         &format!(
@@ -272,6 +256,5 @@ fn servers_that_send_garbage_or_h265_never_take_the_daemon_down() {
         detections(a, "good").count() >= 3
     });
     assert!(daemon.alive(), "bad cameras never take the daemon down");
-    daemon.signal("TERM");
-    assert!(daemon.wait(Duration::from_secs(30)).success());
+    daemon.stop_cleanly();
 }

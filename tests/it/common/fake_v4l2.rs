@@ -136,25 +136,6 @@ impl FakeV4l2 {
     }
 }
 
-/// The JPEG without its Huffman table segments (DHT), as UVC cameras send
-/// MJPEG: the decoder must supply the standard tables.
-pub fn strip_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
-    let mut out = jpeg[..2].to_vec();
-    let mut i = 2;
-    loop {
-        let marker = jpeg[i + 1];
-        if marker == 0xDA {
-            out.extend_from_slice(&jpeg[i..]);
-            return out;
-        }
-        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-        if marker != 0xC4 {
-            out.extend_from_slice(&jpeg[i..i + 2 + len]);
-        }
-        i += 2 + len;
-    }
-}
-
 /// Open file descriptors and resident memory (KiB) of a process.
 pub fn fds_and_rss(pid: u32) -> (usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -406,6 +406,16 @@ impl Daemon {
         assert!(ok.success(), "kill -{sig} failed");
     }
 
+    /// SIGTERM, and a clean exit (status 0) within 30 s.
+    pub fn stop_cleanly(&mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "edgewatch exited with {status} on SIGTERM"
+        );
+    }
+
     /// Waits for exit, or kills and panics after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
@@ -508,4 +518,21 @@ pub fn boxes(msg: &serde_json::Value) -> Vec<Vec<f64>> {
                 .collect()
         })
         .collect()
+}
+
+/// Writes `dir/edgewatch.toml`: device `bench`, the reference model,
+/// `sources` (the `[[source]]` tables), the broker and an outbox in `dir`,
+/// then `extra` (further sections).
+pub fn write_config(dir: &Path, broker: &Broker, sources: &str, extra: &str) -> PathBuf {
+    let cfg = dir.join("edgewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device = \"bench\"\n[model]\npath = {:?}\n{sources}\n[mqtt]\nurl = \"{}\"\noutbox = \"outbox\"\n{extra}",
+            model_path().display().to_string(),
+            broker.url()
+        ),
+    )
+    .unwrap();
+    cfg
 }
