@@ -230,10 +230,10 @@ mod client {
     fn why(e: retina::Error) -> String {
         let text = e.to_string();
         let mut first = crate::frame::one_line(&text);
-        // Retina appends a hex dump of what it had buffered: too long for a
-        // log line, and an operator cannot act on it.
-        // The connection's ports and times differ on every attempt: cut
-        // them, so one failure reads the same each time it repeats.
+        // Retina appends the connection's ports and times, which differ on
+        // every attempt, and a hex dump of what it had buffered, which no
+        // operator can act on: cut both, so one failure reads the same each
+        // time it repeats.
         for tail in ["; buffered:", "; conn:", " conn:"] {
             if let Some(at) = first.find(tail) {
                 first.truncate(at);

@@ -186,7 +186,7 @@ pub fn run(
             return Err(CaptureError::Unusable {
                 what: open.what(),
                 reason: format!(
-                    "granted {granted}, over the memory plan's {} pixels; ask for a smaller width/height or raise memory_budget_mb",
+                    "granted {granted}, over the memory plan's {} pixels; a camera: ask for a smaller width/height; an RTSP stream: set width/height to its size (the plan grows) or use a substream; or raise memory_budget_mb",
                     settings.max_pixels
                 ),
             });

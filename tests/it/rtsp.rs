@@ -220,7 +220,7 @@ fn junk_server(reply: &'static [u8]) -> u16 {
 }
 
 #[test]
-fn servers_that_send_garbage_or_h265_never_take_the_daemon_down() {
+fn servers_that_send_garbage_h265_or_oversized_pictures_never_take_the_daemon_down() {
     let dir = tempfile::tempdir().unwrap();
     stills(dir.path());
     let mut s = stream(dir.path(), 2, 2);
@@ -237,9 +237,9 @@ fn servers_that_send_garbage_or_h265_never_take_the_daemon_down() {
         dir.path(),
         &broker,
         &format!(
-            "[[source]]\nname = \"hevc\"\nkind = \"rtsp\"\nurl = \"{}\"\n{small}[[source]]\nname = \"noise\"\nkind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{noise}/x\"\n{small}[[source]]\nname = \"liar\"\nkind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{liar}/x\"\n{small}[[source]]\nname = \"good\"\nkind = \"rtsp\"\nurl = \"{}\"\n{small}[tiling]\nmode = \"off\"\n",
+            "[[source]]\nname = \"hevc\"\nkind = \"rtsp\"\nurl = \"{}\"\n{small}[[source]]\nname = \"noise\"\nkind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{noise}/x\"\n{small}[[source]]\nname = \"liar\"\nkind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{liar}/x\"\n{small}[[source]]\nname = \"good\"\nkind = \"rtsp\"\nurl = \"{good}\"\n{small}[[source]]\nname = \"big\"\nkind = \"rtsp\"\nurl = \"{good}\"\nwidth = 320\nheight = 240\n[tiling]\nmode = \"off\"\n",
             h265.url(),
-            good.url(),
+            good = good.url(),
             // Four 1080p decoders would not fit the default memory plan.
             small = "width = 640\nheight = 480\n",
         ),
@@ -252,6 +252,11 @@ fn servers_that_send_garbage_or_h265_never_take_the_daemon_down() {
     );
     daemon.wait_log("camera noise:", Duration::from_secs(30));
     daemon.wait_log("camera liar:", Duration::from_secs(30));
+    // A stream larger than its source's width×height: the plan holds no more.
+    daemon.wait_log(
+        "granted rgb3 640x480, over the memory plan's 76800 pixels",
+        Duration::from_secs(30),
+    );
     sub.wait_until(Duration::from_secs(60), "the good camera's frames", |a| {
         detections(a, "good").count() >= 3
     });
