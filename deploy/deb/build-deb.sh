@@ -24,6 +24,7 @@ install -D -m 0644 systemd/edgewatch.service "$pkg/lib/systemd/system/edgewatch.
 install -D -m 0644 deploy/edgewatch.toml "$pkg/etc/edgewatch/edgewatch.toml"
 install -D -m 0755 engines/fetch-models.sh "$pkg/usr/share/edgewatch/fetch-models.sh"
 install -D -m 0644 deploy/deb/copyright "$pkg/usr/share/doc/edgewatch/copyright"
+install -D -m 0644 deploy/deb/lintian-overrides "$pkg/usr/share/lintian/overrides/edgewatch"
 printf 'edgewatch (%s) stable; urgency=medium\n\n  * Package built from the edgewatch repository.\n\n -- edgewatch developers <edgewatch@example.org>  %s\n' \
   "$version" "$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")" \
   | gzip -9n > "$pkg/usr/share/doc/edgewatch/changelog.Debian.gz"
