@@ -7,11 +7,11 @@
 use crate::common;
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fake_v4l2::{fds_and_rss, FakeV4l2};
+use common::fake_v4l2::{fds_and_rss, FakeDevice, FakeV4l2};
 use common::textimg::render;
 use common::{http_get, metric, Broker, Daemon, Subscriber};
 use edgewatch::source::pixels::{without_huffman_tables, PixelFormat};
@@ -197,14 +197,20 @@ fn card_frames(n: u32) -> Vec<RgbImage> {
         .collect()
 }
 
+/// A fake camera at /dev/video44 streaming a 30 fps test card, and its replay.
+fn card_camera(dir: &Path) -> (FakeV4l2, FakeDevice, PathBuf) {
+    let replay = dir.join("cam.ewraw");
+    write_replay(&replay, &card_frames(8), 30.0, PixelFormat::Yuyv);
+    let mut fake = FakeV4l2::new(dir);
+    let cam = fake.add("/dev/video44", &replay, &[]);
+    (fake, cam, replay)
+}
+
 #[test]
 fn a_hundred_unplugs_and_replugs_recover_without_leaking() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
-    let replay = dir.path().join("cam.ewraw");
-    write_replay(&replay, &card_frames(8), 30.0, PixelFormat::Yuyv);
-    let mut fake = FakeV4l2::new(dir.path());
-    let cam = fake.add("/dev/video44", &replay, &[]);
+    let (fake, cam, _) = card_camera(dir.path());
     let port = common::free_port();
     let cfg = small_camera(dir.path(), &broker, port, "");
     let mut daemon = start(&cfg, &fake);
@@ -277,10 +283,7 @@ fn a_hundred_unplugs_and_replugs_recover_without_leaking() {
 fn camera_faults_are_named_in_the_log_and_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
-    let replay = dir.path().join("cam.ewraw");
-    write_replay(&replay, &card_frames(8), 30.0, PixelFormat::Yuyv);
-    let mut fake = FakeV4l2::new(dir.path());
-    let cam = fake.add("/dev/video44", &replay, &[]);
+    let (mut fake, cam, replay) = card_camera(dir.path());
     // A driver that grants a format edgewatch cannot read.
     fake.add("/dev/video45", &replay, &["grant H264"]);
     let port = common::free_port();

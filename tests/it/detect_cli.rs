@@ -35,23 +35,7 @@ fn detect_finds_rendered_text_in_1080p_images() {
         truths.push(boxes);
         paths.push(p);
     }
-    let out = Command::new(common::bin())
-        .arg("detect")
-        .arg("--config")
-        .arg(&cfg)
-        .args(&paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is one JSON message"))
-        .collect();
+    let lines = common::detect(&cfg, &paths);
     assert_eq!(lines.len(), 4, "one message per image");
     let (mut hit, mut total) = (0.0, 0usize);
     for (i, (msg, truth)) in lines.iter().zip(&truths).enumerate() {
