@@ -9,6 +9,7 @@ use anyhow::Context;
 use crossbeam_channel::bounded;
 
 use crate::config::Config;
+use crate::events::config::Publish;
 use crate::reload::{apply_reload, LiveSettings};
 use crate::setup::{detector_settings, load_model};
 use crate::shutdown::Shutdown;
@@ -62,7 +63,9 @@ pub fn run(
     );
 
     let (tx, rx) = bounded::<Job>(workers * 2);
+    let scenes = Arc::new(crate::events::scene::Scenes::new(&config.device));
     let source_ctx = SourceContext {
+        scenes: scenes.clone(),
         tx: tx.clone(),
         heartbeats: heartbeats.clone(),
         metrics: metrics.clone(),
@@ -76,6 +79,7 @@ pub fn run(
     for source in &config.sources {
         sources.start(source, &source_ctx)?;
     }
+    announce(&sink, &mqtt_cfg, &config);
     drop(tx);
 
     let settings = detector_settings(&config, plan.max_pixels, &model)
@@ -104,6 +108,7 @@ pub fn run(
             frames: frames.clone(),
             heartbeats: heartbeats.clone(),
             infer_timeout,
+            scenes: scenes.clone(),
         },
         workers,
     )?;
@@ -162,6 +167,7 @@ pub fn run(
                     apply_reload(&config, &new, &live);
                     sources.reconcile(&new.sources, &source_ctx);
                     if let Some(m) = &new.mqtt {
+                        announce(&sink, m, &new);
                         match sink.reconfigure(m) {
                             Ok(keys) if !keys.is_empty() => tracing::warn!(
                                 "reload: {} changed; restart edgewatch to apply (the outbox stays where it is)",
@@ -203,6 +209,13 @@ pub fn run(
             stuck += 1;
         }
     }
+    // The objects tracked end with the process: subscribers are not left
+    // with a `new` that never ends, and the retained counts read 0.
+    for o in scenes.finish_all() {
+        if let Err(e) = sink.publish_to(&o.source, &o.leaf, &o.payload, o.retain, || false) {
+            tracing::warn!(source = %o.source, "stopping: a {} message is lost: {e}", o.kind);
+        }
+    }
     sink.shutdown(Duration::from_secs(5));
     if let Some(t) = telemetry {
         let _ = t.join();
@@ -220,8 +233,40 @@ pub fn run(
     Ok(())
 }
 
+/// Announces the stream sources to Home Assistant, or withdraws them.
+fn announce(sink: &MqttSink, mqtt: &crate::sink::mqtt::MqttConfig, config: &Config) {
+    let streams: Vec<String> = if mqtt.homeassistant {
+        config
+            .sources
+            .iter()
+            .filter(|s| s.scene().is_some_and(|c| c.publishes(Publish::Events)))
+            .map(|s| s.name().to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    sink.announce(crate::sink::homeassistant::discovery(
+        &mqtt.homeassistant_prefix,
+        &mqtt.topic_prefix,
+        &config.device,
+        &streams,
+    ));
+}
+
+/// With no frame inferred for this long, a stream is taken as gone and its
+/// objects end: its refresh, its frame interval and the end delay, with
+/// room for a slow frame.
+fn silent_after(source: &SourceConfig, fps: Option<f64>) -> Duration {
+    let end_after = source.scene().map_or(0.0, |s| s.events.end_after_s);
+    let refresh = source.motion_settings().map_or(0.0, |m| m.refresh.as_secs_f64());
+    let interval = fps.map_or(0.0, |f| 1.0 / f);
+    Duration::from_secs_f64(end_after + refresh + interval + 10.0)
+}
+
 /// What every source thread needs from the daemon.
 struct SourceContext {
+    /// Every stream's tracker.
+    scenes: Arc<crate::events::scene::Scenes>,
     tx: crossbeam_channel::Sender<Job>,
     heartbeats: Arc<Heartbeats>,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
@@ -288,7 +333,9 @@ impl RunningSources {
                         reconnect_min: crate::source::camera::RECONNECT_MIN,
                         reconnect_max: Duration::from_secs(c.reconnect_max_s),
                         max_pixels: ctx.max_pixels,
+                        motion: c.motion_settings(),
                     };
+                    ctx.scenes.configure(&name, c.scene(), silent_after(source, c.fps));
                     let opener = crate::source::camera::V4l2Opener::new(c);
                     stream_body(Box::new(opener), settings, ctx, own_stop.clone())
                 }
@@ -308,7 +355,9 @@ impl RunningSources {
                         reconnect_min: crate::source::rtsp::RECONNECT_MIN,
                         reconnect_max: Duration::from_secs(r.reconnect_max_s),
                         max_pixels: (r.width as u64 * r.height as u64).min(ctx.max_pixels),
+                        motion: r.motion_settings(),
                     };
+                    ctx.scenes.configure(&name, r.scene(), silent_after(source, r.fps));
                     let opener = crate::source::rtsp::RtspOpener::new(r);
                     stream_body(Box::new(opener), settings, ctx, own_stop.clone())
                 }
@@ -326,7 +375,9 @@ impl RunningSources {
                     reconnect_min: crate::source::camera::RECONNECT_MIN,
                     reconnect_max: Duration::from_secs(10),
                     max_pixels: ctx.max_pixels,
+                    motion: r.motion_settings(),
                 };
+                ctx.scenes.configure(&name, r.scene(), silent_after(source, r.fps));
                 let opener = crate::source::replay::ReplayOpener::new(r);
                 stream_body(Box::new(opener), settings, ctx, own_stop.clone())
             }
@@ -372,6 +423,9 @@ impl RunningSources {
         self.running = keep;
         for old in drop {
             let name = old.config.name().to_string();
+            if !wanted.iter().any(|w| w.name() == name && w.scene().is_some()) {
+                ctx.scenes.remove(&name);
+            }
             old.stop.stop();
             let stopped = join_by(old.handle, std::time::Instant::now() + STOP_TIMEOUT);
             ctx.heartbeats.remove(&old.stage);

@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod frame;
 pub mod infer;
 pub mod postprocess;

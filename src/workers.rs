@@ -13,6 +13,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::infer::detector::Detector;
 use crate::infer::model::{LoadedModel, ModelInfo};
+use crate::events::config::Publish;
+use crate::events::scene::{Outgoing, Scenes};
 use crate::infer::EngineSlot;
 use crate::reload::LiveSettings;
 use crate::shutdown::Shutdown;
@@ -51,6 +53,8 @@ pub struct WorkerShared {
     pub heartbeats: Arc<Heartbeats>,
     /// A worker silent this long is hung.
     pub infer_timeout: Duration,
+    /// Every stream's tracker.
+    pub scenes: Arc<Scenes>,
 }
 
 struct Worker {
@@ -263,6 +267,26 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
+        let keep_waiting = || {
+            beat.beat();
+            !s.shutdown.is_stopping()
+        };
+        publish_outgoing(s, s.scenes.sweep(std::time::SystemTime::now()), &keep_waiting);
+    }
+}
+
+/// Queues events, snapshots and states in the outbox.
+fn publish_outgoing(s: &WorkerShared, out: Vec<Outgoing>, keep_waiting: &dyn Fn() -> bool) {
+    for o in out {
+        match s
+            .sink
+            .publish_to(&o.source, &o.leaf, &o.payload, o.retain, keep_waiting)
+        {
+            Ok(()) => s.metrics.event(&o.source, o.kind),
+            Err(e) => {
+                tracing::error!(source = %o.source, "a {} message for {}: {e}; it is lost", o.kind, o.source)
+            }
+        }
     }
 }
 
@@ -342,11 +366,32 @@ fn process_frame(
         }
     };
     match detected {
-        Ok(result) => {
+        Ok(mut result) => {
+            let scene = s.scenes.get(&meta.source);
+            let (frames, events) = match &scene {
+                Some(scene) => {
+                    let scene = scene.lock().unwrap_or_else(|p| p.into_inner());
+                    scene.apply_mask(&mut result.detections);
+                    let cfg = scene.config();
+                    (cfg.publishes(Publish::Frames), cfg.publishes(Publish::Events))
+                }
+                None => (true, false),
+            };
             let msg = Message::new(device, meta, info, &result);
-            if let Err(e) = sink.publish(&msg, keep_waiting) {
-                tracing::error!(source = %meta.source, frame_id = %meta.id, "frame {}: {e}; its detections are lost", meta.seq);
-                return Outcome::Finished;
+            if frames {
+                if let Err(e) = sink.publish(&msg, keep_waiting) {
+                    tracing::error!(source = %meta.source, frame_id = %meta.id, "frame {}: {e}; its detections are lost", meta.seq);
+                    return Outcome::Finished;
+                }
+            }
+            if let (Some(scene), true) = (scene, events) {
+                let out = scene.lock().unwrap_or_else(|p| p.into_inner()).observe(
+                    meta.seq,
+                    meta.captured_at,
+                    &result.detections,
+                    &frame.image,
+                );
+                publish_outgoing(s, out, keep_waiting);
             }
             metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
             tracing::debug!(

@@ -1,5 +1,6 @@
 //! Sinks: the message schema and the MQTT publisher.
 
+pub mod homeassistant;
 pub mod mqtt;
 pub mod outbox;
 pub mod payload;

@@ -31,6 +31,9 @@ const SEGMENT_BYTES: u64 = 8 << 20;
 const SEGMENT_BYTES: u64 = 16 << 10;
 const KIND_ENTRY: u8 = 1;
 const KIND_ACK: u8 = 2;
+/// An entry the broker keeps for late subscribers (MQTT retain); laid out
+/// as `KIND_ENTRY`, so older outboxes read the same.
+const KIND_RETAINED: u8 = 3;
 /// Longest pause between tries while the disk refuses writes.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -72,6 +75,8 @@ pub struct Entry {
     pub topic: String,
     /// Message body.
     pub payload: Vec<u8>,
+    /// Published with the retain flag.
+    pub retain: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -259,6 +264,17 @@ impl Outbox {
         payload: &[u8],
         keep_waiting: impl Fn() -> bool,
     ) -> Result<u64, OutboxError> {
+        self.append_with(topic, payload, false, keep_waiting)
+    }
+
+    /// [`Outbox::append`], published with the retain flag when `retain`.
+    pub fn append_with(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        keep_waiting: impl Fn() -> bool,
+    ) -> Result<u64, OutboxError> {
         let body_len = 11 + topic.len() + payload.len();
         let mut body = Vec::with_capacity(body_len);
         let mut inner = self.lock();
@@ -269,7 +285,7 @@ impl Outbox {
                 max: self.max_bytes,
             });
         }
-        body.push(KIND_ENTRY);
+        body.push(if retain { KIND_RETAINED } else { KIND_ENTRY });
         body.extend_from_slice(&[0; 8]);
         body.extend_from_slice(&(topic.len() as u16).to_le_bytes());
         body.extend_from_slice(topic.as_bytes());
@@ -550,7 +566,7 @@ fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
 }
 
 fn decode_entry(body: &[u8]) -> Option<Entry> {
-    if body.len() < 11 || body[0] != KIND_ENTRY {
+    if body.len() < 11 || !matches!(body[0], KIND_ENTRY | KIND_RETAINED) {
         return None;
     }
     let key = u64::from_le_bytes(body[1..9].try_into().ok()?);
@@ -562,6 +578,7 @@ fn decode_entry(body: &[u8]) -> Option<Entry> {
         key,
         topic,
         payload: body[11 + tlen..].to_vec(),
+        retain: body[0] == KIND_RETAINED,
     })
 }
 
@@ -605,7 +622,7 @@ fn record_at(data: &[u8], pos: usize) -> Option<&[u8]> {
     // Cheap checks first: most positions in a damaged stretch fail them
     // before the CRC is computed.
     let shaped = match body.first() {
-        Some(&KIND_ENTRY) => decode_entry(body).is_some(),
+        Some(&(KIND_ENTRY | KIND_RETAINED)) => decode_entry(body).is_some(),
         Some(&KIND_ACK) => body.len() == 9,
         _ => false,
     };
@@ -640,7 +657,7 @@ fn replay(
             continue;
         };
         match body[0] {
-            KIND_ENTRY => {
+            KIND_ENTRY | KIND_RETAINED => {
                 if let Some(e) = decode_entry(body) {
                     index.insert(
                         e.key,
@@ -700,6 +717,25 @@ mod tests {
             5,
             "keys keep increasing"
         );
+    }
+
+    #[test]
+    fn the_retain_flag_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (ob, _) = open(dir.path());
+            ob.append("t/a", b"plain", || true).unwrap();
+            ob.append_with("t/s", b"kept", true, || true).unwrap();
+        }
+        let (ob, rec) = open(dir.path());
+        assert_eq!(rec.pending, 2);
+        let got: Vec<(String, bool)> = ob
+            .read_after(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.topic, e.retain))
+            .collect();
+        assert_eq!(got, [("t/a".into(), false), ("t/s".into(), true)]);
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub struct FrameCounts {
     pub taken: AtomicU64,
     /// Times the device was (re)opened after losing it.
     pub reconnects: AtomicU64,
+    /// Frames not inferred because nothing moved (`motion = true`).
+    pub still: AtomicU64,
 }
 
 /// The newest frame of one camera, and the tickets out for it.

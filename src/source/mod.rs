@@ -3,6 +3,7 @@
 pub mod camera;
 pub mod folder;
 pub mod latest;
+pub mod motion;
 pub mod pixels;
 pub mod record;
 pub mod replay;
@@ -61,6 +62,27 @@ impl SourceConfig {
     /// workers: the newest-frame slot, the frame being converted, and the
     /// driver's mapped buffers or the decoder. Folders hold no pixels.
     pub fn stream_bytes(&self) -> u64 {
+        let (width, height) = self.frame_size();
+        let events = self.scene().map_or(0, |s| s.planned_bytes());
+        let motion = self
+            .motion_settings()
+            .map_or(0, |_| motion::MotionGate::planned_bytes(width, height));
+        self.frame_bytes() + events + motion
+    }
+
+    /// The largest frame a stream delivers, as planned (0 for folders).
+    fn frame_size(&self) -> (u32, u32) {
+        match self {
+            SourceConfig::Folder(_) => (0, 0),
+            SourceConfig::Camera(c) => (c.width, c.height),
+            SourceConfig::Replay(r) => replay::read_header(&r.path)
+                .map(|(h, _)| (h.width, h.height))
+                .unwrap_or((0, 0)),
+            SourceConfig::Rtsp(r) => (r.width, r.height),
+        }
+    }
+
+    fn frame_bytes(&self) -> u64 {
         match self {
             SourceConfig::Folder(_) => 0,
             SourceConfig::Camera(c) => {
@@ -76,6 +98,37 @@ impl SourceConfig {
             SourceConfig::Rtsp(r) => {
                 STREAM_SPARE_FRAMES * 3 * r.width as u64 * r.height as u64 + r.decoder_bytes()
             }
+        }
+    }
+
+    /// A stream's event keys; `None` for folders (a file's one message
+    /// already is its event).
+    pub fn scene(&self) -> Option<crate::events::config::SceneConfig> {
+        match self {
+            SourceConfig::Folder(_) => None,
+            SourceConfig::Camera(c) => Some(c.scene()),
+            SourceConfig::Replay(r) => Some(r.scene()),
+            SourceConfig::Rtsp(r) => Some(r.scene()),
+        }
+    }
+
+    /// A stream's motion gate, when `motion = true`.
+    pub fn motion_settings(&self) -> Option<motion::MotionSettings> {
+        match self {
+            SourceConfig::Folder(_) => None,
+            SourceConfig::Camera(c) => c.motion_settings(),
+            SourceConfig::Replay(r) => r.motion_settings(),
+            SourceConfig::Rtsp(r) => r.motion_settings(),
+        }
+    }
+
+    /// `motion_refresh_s` of a stream.
+    fn motion_refresh_s(&self) -> Option<f64> {
+        match self {
+            SourceConfig::Folder(_) => None,
+            SourceConfig::Camera(c) => Some(c.motion_refresh_s),
+            SourceConfig::Replay(r) => Some(r.motion_refresh_s),
+            SourceConfig::Rtsp(r) => Some(r.motion_refresh_s),
         }
     }
 
@@ -153,6 +206,19 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
                 for (k, reason) in r.validate() {
                     out.push((key(k), reason));
                 }
+            }
+        }
+        if let Some(scene) = source.scene() {
+            for (k, reason) in scene.validate() {
+                out.push((key(&k), reason));
+            }
+        }
+        if let Some(refresh) = source.motion_refresh_s() {
+            if !(refresh > 0.0 && refresh.is_finite()) {
+                out.push((
+                    key("motion_refresh_s"),
+                    format!("{refresh} is not a positive number of seconds"),
+                ));
             }
         }
     }

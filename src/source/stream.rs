@@ -112,6 +112,8 @@ pub struct StreamSettings {
     pub reconnect_max: Duration,
     /// Largest frame (pixels) the memory plan admits.
     pub max_pixels: u64,
+    /// Skip frames in which nothing moves.
+    pub motion: Option<super::motion::MotionSettings>,
 }
 
 /// Where a stream's frames go.
@@ -181,6 +183,8 @@ pub fn run(
             }
         };
         let granted = capture.granted();
+        // A reopened device may point elsewhere: the picture starts afresh.
+        let mut gate = settings.motion.clone().map(super::motion::MotionGate::new);
         let pixels = granted.width as u64 * granted.height as u64;
         if pixels > settings.max_pixels {
             return Err(CaptureError::Unusable {
@@ -260,6 +264,12 @@ pub fn run(
                     tracing::warn!(source = %name, "camera {name}: {e} ({} bad frame(s) so far)", bad + 1);
                 }
                 continue;
+            }
+            if let Some(gate) = gate.as_mut() {
+                if gate.check(&buffer, now) == super::motion::Verdict::Still {
+                    counts.still.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             }
             seq += 1;
             delivered += 1;

@@ -16,7 +16,7 @@ struct CameraEntry {
     source: String,
     latest: std::sync::Arc<LatestFrame>,
     /// Counts already added to the counters.
-    seen: [u64; 6],
+    seen: [u64; 7],
 }
 use crate::infer::model::ModelInfo;
 
@@ -93,6 +93,8 @@ pub struct Metrics {
     pub camera_frames: Family<FrameLabels, Counter>,
     /// Camera reconnects by source.
     pub camera_reconnects: Family<SourceLabel, Counter>,
+    /// Event messages by source and kind (new, update, end, snapshot, objects).
+    pub events: Family<FrameLabels, Counter>,
     /// 1 for the backend running frames now, 0 for one it left.
     pub backend: Family<BackendLabel, Gauge>,
     /// Times the daemon switched backend (CPU to a freshly built engine).
@@ -195,7 +197,7 @@ impl Metrics {
         let camera_frames = Family::<FrameLabels, Counter>::default();
         registry.register(
             "camera_frames",
-            "Camera frames by source and outcome (captured, skipped, dropped, bad, inferred)",
+            "Camera frames by source and outcome (captured, skipped, dropped, bad, inferred, still: not inferred for lack of motion)",
             camera_frames.clone(),
         );
         let camera_reconnects = Family::<SourceLabel, Counter>::default();
@@ -203,6 +205,12 @@ impl Metrics {
             "camera_reconnects",
             "Times a camera was reopened after it was lost",
             camera_reconnects.clone(),
+        );
+        let events = Family::<FrameLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Event messages queued, by source and outcome (new, update, end, snapshot, objects)",
+            events.clone(),
         );
         let backend = Family::<BackendLabel, Gauge>::default();
         registry.register(
@@ -246,6 +254,7 @@ impl Metrics {
             restarts,
             camera_frames,
             camera_reconnects,
+            events,
             backend,
             backend_switches,
             cameras: std::sync::Mutex::new(Vec::new()),
@@ -261,7 +270,7 @@ impl Metrics {
         cameras.push(CameraEntry {
             source: source.into(),
             latest,
-            seen: [0; 6],
+            seen: [0; 7],
         });
     }
 
@@ -276,16 +285,21 @@ impl Metrics {
                 &c.bad,
                 &c.taken,
                 &c.reconnects,
+                &c.still,
             ]
             .map(|a| a.load(std::sync::atomic::Ordering::Relaxed));
-            for (i, outcome) in ["captured", "skipped", "dropped", "bad", "inferred"]
-                .iter()
-                .enumerate()
-            {
+            for (i, outcome) in [
+                (0, "captured"),
+                (1, "skipped"),
+                (2, "dropped"),
+                (3, "bad"),
+                (4, "inferred"),
+                (6, "still"),
+            ] {
                 self.camera_frames
                     .get_or_create(&FrameLabels {
                         source: cam.source.clone(),
-                        outcome: (*outcome).into(),
+                        outcome: outcome.into(),
                     })
                     .inc_by(now[i] - cam.seen[i]);
             }
@@ -308,6 +322,17 @@ impl Metrics {
     }
 
     /// Records a processed frame.
+    /// One event message queued.
+    pub fn event(&self, source: &str, kind: &str) {
+        self.events
+            .get_or_create(&FrameLabels {
+                source: source.into(),
+                outcome: kind.into(),
+            })
+            .inc();
+    }
+
+    /// One frame done.
     pub fn frame_done(&self, source: &str, detections: usize, timing: &Timing) {
         self.frames
             .get_or_create(&FrameLabels {

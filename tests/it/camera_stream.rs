@@ -51,6 +51,13 @@ fn replay(path: &Path, looping: bool, realtime: bool) -> ReplayConfig {
         every_nth: 1,
         looping,
         realtime,
+        publish: edgewatch::events::config::default_publish(),
+        motion: false,
+        motion_refresh_s: 10.0,
+        zones: Vec::new(),
+        mask: Vec::new(),
+        events: Default::default(),
+        snapshots: None,
     }
 }
 
@@ -62,6 +69,7 @@ fn settings(fps: Option<f64>, reconnect: Duration) -> StreamSettings {
         reconnect_min: reconnect,
         reconnect_max: reconnect,
         max_pixels: 1 << 20,
+        motion: None,
     }
 }
 

@@ -44,6 +44,17 @@ pub struct MqttConfig {
     /// Most the outbox holds, in MiB (fractions allowed); beyond it folders wait.
     #[serde(default = "d_outbox_max_mb")]
     pub outbox_max_mb: f64,
+    /// Announce each stream source to Home Assistant (MQTT discovery): an
+    /// "objects present" binary sensor and an object count.
+    #[serde(default)]
+    pub homeassistant: bool,
+    /// Home Assistant's discovery prefix.
+    #[serde(default = "d_ha_prefix")]
+    pub homeassistant_prefix: String,
+}
+
+fn d_ha_prefix() -> String {
+    "homeassistant".into()
 }
 
 fn d_outbox() -> PathBuf {
@@ -78,6 +89,8 @@ impl Default for MqttConfig {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            homeassistant: false,
+            homeassistant_prefix: d_ha_prefix(),
             outbox: d_outbox(),
             outbox_max_mb: d_outbox_max_mb(),
         }
@@ -122,6 +135,9 @@ impl MqttConfig {
                     self.topic_prefix
                 ),
             ));
+        }
+        if let Err(why) = crate::topic::check_segment(&self.homeassistant_prefix) {
+            out.push(("homeassistant_prefix", why));
         }
         if self.qos > 1 {
             out.push(("qos", format!("{} is not supported; use 0 or 1", self.qos)));

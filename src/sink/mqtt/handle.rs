@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::config::MqttConfig;
-use super::session::{Publisher, SessionSettings, SinkStats};
+use super::session::{Announcements, Publisher, SessionSettings, SinkStats};
 use crate::shutdown::Shutdown;
 use crate::sink::outbox::{Outbox, OutboxError, WriteTrouble};
 use crate::sink::payload::{detections_topic, Message};
@@ -31,6 +31,7 @@ pub struct MqttSink {
     stats: Arc<SinkStats>,
     stopping: Shutdown,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    announcements: Arc<std::sync::Mutex<Announcements>>,
 }
 
 impl MqttSink {
@@ -71,7 +72,9 @@ impl MqttSink {
         let stats = Arc::new(SinkStats::default());
         let stopping = Shutdown::new();
         let pending = Arc::new(std::sync::Mutex::new(None));
+        let announcements = Arc::new(std::sync::Mutex::new(Announcements::default()));
         let publisher = Publisher {
+            announcements: announcements.clone(),
             settings: SessionSettings::new(cfg, device)?,
             pending: pending.clone(),
             outbox: outbox.clone(),
@@ -92,6 +95,7 @@ impl MqttSink {
             stats,
             stopping,
             thread: std::sync::Mutex::new(Some(thread)),
+            announcements,
         })
     }
 
@@ -107,6 +111,53 @@ impl MqttSink {
             .append(&topic, msg.to_json().as_bytes(), keep_waiting)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Makes a message for `{prefix}/{device}/{source}/{leaf}` durable, as
+    /// [`MqttSink::publish`] does; `retain` asks the broker to keep it.
+    pub fn publish_to(
+        &self,
+        source: &str,
+        leaf: &str,
+        payload: &[u8],
+        retain: bool,
+        keep_waiting: impl Fn() -> bool,
+    ) -> Result<(), SinkError> {
+        let topic = {
+            let prefix = self.prefix.read().unwrap_or_else(|p| p.into_inner());
+            format!("{prefix}/{}/{source}/{leaf}", self.device)
+        };
+        self.outbox
+            .append_with(&topic, payload, retain, keep_waiting)?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Replaces the retained announcements (Home Assistant discovery): the
+    /// publisher sends them now and after every reconnect, and clears the
+    /// topics no longer in the list.
+    pub fn announce(&self, messages: Vec<(String, String)>) {
+        let mut a = self
+            .announcements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if a.messages == messages {
+            return;
+        }
+        let gone: Vec<String> = a
+            .messages
+            .iter()
+            .filter(|(t, _)| !messages.iter().any(|(n, _)| n == t))
+            .map(|(t, _)| t.clone())
+            .collect();
+        a.cleared.extend(gone);
+        a.messages = messages;
+        a.generation += 1;
+    }
+
+    /// The topic prefix messages take now.
+    pub fn topic_prefix(&self) -> String {
+        self.prefix.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Applies a changed `[mqtt]` section without a restart: the publisher

@@ -25,6 +25,19 @@ pub struct SinkStats {
     pub connected: AtomicBool,
 }
 
+/// Retained messages derived from the configuration (Home Assistant
+/// discovery): published on every connect and whenever they change, not
+/// through the outbox (the configuration is their durable copy).
+#[derive(Debug, Default)]
+pub struct Announcements {
+    /// Bumped on every change.
+    pub generation: u64,
+    /// `(topic, payload)`, published retained.
+    pub messages: Vec<(String, String)>,
+    /// Topics no longer announced: an empty retained payload removes them.
+    pub cleared: Vec<String>,
+}
+
 /// Publishes in flight at once; the rest wait in the outbox.
 pub(super) const WINDOW: usize = 32;
 
@@ -76,6 +89,7 @@ pub(super) struct Publisher {
     pub(super) stats: Arc<SinkStats>,
     pub(super) stopping: Shutdown,
     pub(super) heartbeat: Option<Arc<crate::supervise::Stage>>,
+    pub(super) announcements: Arc<std::sync::Mutex<Announcements>>,
 }
 
 enum Session {
@@ -211,8 +225,10 @@ impl Publisher {
         {
             requested.push_back(None);
         }
+        let mut announced = None;
         loop {
             self.beat();
+            self.announce(client, &mut announced, &mut requested);
             if self.stopping() {
                 return self.say_goodbye(client, &mut conn);
             }
@@ -226,7 +242,7 @@ impl Publisher {
                     Ok(entries) => {
                         for e in entries {
                             if client
-                                .try_publish(e.topic, self.settings.qos, false, e.payload)
+                                .try_publish(e.topic, self.settings.qos, e.retain, e.payload)
                                 .is_err()
                             {
                                 break;
@@ -264,6 +280,31 @@ impl Publisher {
                 Err(rumqttc::RecvTimeoutError::Disconnected) => return Session::Lost,
             }
         }
+    }
+
+    /// Publishes the announcements when this session has not sent the
+    /// current ones yet.
+    fn announce(&self, client: &Client, sent: &mut Option<u64>, requested: &mut VecDeque<Option<u64>>) {
+        let mut a = self
+            .announcements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *sent == Some(a.generation) {
+            return;
+        }
+        let clears = a.cleared.iter().map(|t| (t.clone(), String::new()));
+        let all: Vec<(String, String)> = clears.chain(a.messages.iter().cloned()).collect();
+        for (topic, payload) in all {
+            if client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                .is_err()
+            {
+                return; // the request queue is full: again next turn
+            }
+            requested.push_back(None);
+        }
+        a.cleared.clear();
+        *sent = Some(a.generation);
     }
 
     fn acked(&self, key: u64) {
