@@ -258,7 +258,9 @@ fn announce(sink: &MqttSink, mqtt: &crate::sink::mqtt::MqttConfig, config: &Conf
 /// room for a slow frame.
 fn silent_after(source: &SourceConfig, fps: Option<f64>) -> Duration {
     let end_after = source.scene().map_or(0.0, |s| s.events.end_after_s);
-    let refresh = source.motion_settings().map_or(0.0, |m| m.refresh.as_secs_f64());
+    let refresh = source
+        .motion_settings()
+        .map_or(0.0, |m| m.refresh.as_secs_f64());
     let interval = fps.map_or(0.0, |f| 1.0 / f);
     Duration::from_secs_f64(end_after + refresh + interval + 10.0)
 }
@@ -335,7 +337,8 @@ impl RunningSources {
                         max_pixels: ctx.max_pixels,
                         motion: c.motion_settings(),
                     };
-                    ctx.scenes.configure(&name, c.scene(), silent_after(source, c.fps));
+                    ctx.scenes
+                        .configure(&name, c.scene(), silent_after(source, c.fps));
                     let opener = crate::source::camera::V4l2Opener::new(c);
                     stream_body(Box::new(opener), settings, ctx, own_stop.clone())
                 }
@@ -357,7 +360,8 @@ impl RunningSources {
                         max_pixels: (r.width as u64 * r.height as u64).min(ctx.max_pixels),
                         motion: r.motion_settings(),
                     };
-                    ctx.scenes.configure(&name, r.scene(), silent_after(source, r.fps));
+                    ctx.scenes
+                        .configure(&name, r.scene(), silent_after(source, r.fps));
                     let opener = crate::source::rtsp::RtspOpener::new(r);
                     stream_body(Box::new(opener), settings, ctx, own_stop.clone())
                 }
@@ -377,7 +381,8 @@ impl RunningSources {
                     max_pixels: ctx.max_pixels,
                     motion: r.motion_settings(),
                 };
-                ctx.scenes.configure(&name, r.scene(), silent_after(source, r.fps));
+                ctx.scenes
+                    .configure(&name, r.scene(), silent_after(source, r.fps));
                 let opener = crate::source::replay::ReplayOpener::new(r);
                 stream_body(Box::new(opener), settings, ctx, own_stop.clone())
             }
@@ -423,7 +428,10 @@ impl RunningSources {
         self.running = keep;
         for old in drop {
             let name = old.config.name().to_string();
-            if !wanted.iter().any(|w| w.name() == name && w.scene().is_some()) {
+            if !wanted
+                .iter()
+                .any(|w| w.name() == name && w.scene().is_some())
+            {
                 ctx.scenes.remove(&name);
             }
             old.stop.stop();

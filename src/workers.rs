@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::infer::detector::Detector;
-use crate::infer::model::{LoadedModel, ModelInfo};
 use crate::events::config::Publish;
 use crate::events::scene::{Outgoing, Scenes};
+use crate::infer::detector::Detector;
+use crate::infer::model::{LoadedModel, ModelInfo};
 use crate::infer::EngineSlot;
 use crate::reload::LiveSettings;
 use crate::shutdown::Shutdown;
@@ -271,7 +271,11 @@ fn work(s: &WorkerShared, beat: &Stage, retired: &AtomicBool) -> Result<(), Stri
             beat.beat();
             !s.shutdown.is_stopping()
         };
-        publish_outgoing(s, s.scenes.sweep(std::time::SystemTime::now()), &keep_waiting);
+        publish_outgoing(
+            s,
+            s.scenes.sweep(std::time::SystemTime::now()),
+            &keep_waiting,
+        );
     }
 }
 
@@ -373,7 +377,10 @@ fn process_frame(
                     let scene = scene.lock().unwrap_or_else(|p| p.into_inner());
                     scene.apply_mask(&mut result.detections);
                     let cfg = scene.config();
-                    (cfg.publishes(Publish::Frames), cfg.publishes(Publish::Events))
+                    (
+                        cfg.publishes(Publish::Frames),
+                        cfg.publishes(Publish::Events),
+                    )
                 }
                 None => (true, false),
             };

@@ -207,25 +207,40 @@ impl SceneConfig {
             );
         }
         if !(e.min_move >= 0.0 && e.min_move.is_finite()) {
-            push("events.min_move", format!("{} is not a fraction ≥ 0", e.min_move));
+            push(
+                "events.min_move",
+                format!("{} is not a fraction ≥ 0", e.min_move),
+            );
         }
         if !(e.update_interval_s >= 0.0 && e.update_interval_s.is_finite()) {
             push(
                 "events.update_interval_s",
-                format!("{} is not a number of seconds ≥ 0 (0: no timed updates)", e.update_interval_s),
+                format!(
+                    "{} is not a number of seconds ≥ 0 (0: no timed updates)",
+                    e.update_interval_s
+                ),
             );
         }
         if !(e.end_after_s > 0.0 && e.end_after_s.is_finite()) {
-            push("events.end_after_s", format!("{} is not a positive number of seconds", e.end_after_s));
+            push(
+                "events.end_after_s",
+                format!("{} is not a positive number of seconds", e.end_after_s),
+            );
         }
         if e.min_frames == 0 {
             push("events.min_frames", "must be at least 1".into());
         }
         if !(e.match_iou > 0.0 && e.match_iou <= 1.0) {
-            push("events.match_iou", format!("{} is not in (0, 1]", e.match_iou));
+            push(
+                "events.match_iou",
+                format!("{} is not in (0, 1]", e.match_iou),
+            );
         }
         if !(0.0..=1.0).contains(&e.high_score) {
-            push("events.high_score", format!("{} is not in [0, 1]", e.high_score));
+            push(
+                "events.high_score",
+                format!("{} is not in [0, 1]", e.high_score),
+            );
         }
         if e.max_tracks == 0 {
             push("events.max_tracks", "must be at least 1".into());
@@ -235,10 +250,16 @@ impl SceneConfig {
                 push(&format!("zones[{i}].name"), why);
             }
             if self.zones[..i].iter().any(|o| o.name == z.name) {
-                push(&format!("zones[{i}].name"), format!("{:?} is used by another zone", z.name));
+                push(
+                    &format!("zones[{i}].name"),
+                    format!("{:?} is used by another zone", z.name),
+                );
             }
             if z.points.len() < 3 {
-                push(&format!("zones[{i}].points"), format!("has {} point(s); a zone needs at least 3", z.points.len()));
+                push(
+                    &format!("zones[{i}].points"),
+                    format!("has {} point(s); a zone needs at least 3", z.points.len()),
+                );
             }
         }
         for name in &e.only_zones {
@@ -251,7 +272,10 @@ impl SceneConfig {
         }
         for (i, m) in self.mask.iter().enumerate() {
             if m.len() < 3 {
-                push(&format!("mask[{i}]"), format!("has {} point(s); a mask polygon needs at least 3", m.len()));
+                push(
+                    &format!("mask[{i}]"),
+                    format!("has {} point(s); a mask polygon needs at least 3", m.len()),
+                );
             }
         }
         if let Some(s) = &self.snapshots {
@@ -259,19 +283,34 @@ impl SceneConfig {
                 push("snapshots.dir", "is required with to = \"dir\"".into());
             }
             if !(16..=4096).contains(&s.max_side) {
-                push("snapshots.max_side", format!("{} is not between 16 and 4096", s.max_side));
+                push(
+                    "snapshots.max_side",
+                    format!("{} is not between 16 and 4096", s.max_side),
+                );
             }
             if !(1..=100).contains(&s.quality) {
-                push("snapshots.quality", format!("{} is not between 1 and 100", s.quality));
+                push(
+                    "snapshots.quality",
+                    format!("{} is not between 1 and 100", s.quality),
+                );
             }
             if !(s.margin >= 0.0 && s.margin <= 4.0) {
-                push("snapshots.margin", format!("{} is not a fraction between 0 and 4", s.margin));
+                push(
+                    "snapshots.margin",
+                    format!("{} is not a fraction between 0 and 4", s.margin),
+                );
             }
             if !(s.max_mb > 0.0 && s.max_mb.is_finite()) {
-                push("snapshots.max_mb", format!("{} is not a positive size", s.max_mb));
+                push(
+                    "snapshots.max_mb",
+                    format!("{} is not a positive size", s.max_mb),
+                );
             }
             if !(s.keep_days > 0.0 && s.keep_days.is_finite()) {
-                push("snapshots.keep_days", format!("{} is not a positive number of days", s.keep_days));
+                push(
+                    "snapshots.keep_days",
+                    format!("{} is not a positive number of days", s.keep_days),
+                );
             }
         }
         out

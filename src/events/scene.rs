@@ -99,17 +99,21 @@ impl SceneTracker {
         );
         let mut snapshot_trouble = None;
         let dir = match &cfg.snapshots {
-            Some(s @ SnapshotConfig { to: SnapshotTarget::Dir, dir: Some(d), .. }) => {
-                match SnapshotDir::open(d, source, s) {
-                    Ok(dir) => Some(dir),
-                    Err(e) => {
-                        let why = format!("cannot use the snapshot directory {}: {e}; snapshots are skipped (check snapshots.dir and its permissions)", d.display());
-                        tracing::error!(source = %source, "source {source}: {why}");
-                        snapshot_trouble = Some(why);
-                        None
-                    }
+            Some(
+                s @ SnapshotConfig {
+                    to: SnapshotTarget::Dir,
+                    dir: Some(d),
+                    ..
+                },
+            ) => match SnapshotDir::open(d, source, s) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    let why = format!("cannot use the snapshot directory {}: {e}; snapshots are skipped (check snapshots.dir and its permissions)", d.display());
+                    tracing::error!(source = %source, "source {source}: {why}");
+                    snapshot_trouble = Some(why);
+                    None
                 }
-            }
+            },
             _ => None,
         };
         SceneTracker {
@@ -173,7 +177,10 @@ impl SceneTracker {
             }
             st.zones = zones;
             let wanted = self.cfg.events.only_zones.is_empty()
-                || st.entered.iter().any(|z| self.cfg.events.only_zones.contains(z));
+                || st
+                    .entered
+                    .iter()
+                    .any(|z| self.cfg.events.only_zones.contains(z));
             if !st.announced {
                 if wanted {
                     st.announced = true;
@@ -260,9 +267,23 @@ impl SceneTracker {
         });
     }
 
-    fn emit(&mut self, kind: EventType, t: &Track, frame: Option<&RgbImage>, out: &mut Vec<Outgoing>) {
+    fn emit(
+        &mut self,
+        kind: EventType,
+        t: &Track,
+        frame: Option<&RgbImage>,
+        out: &mut Vec<Outgoing>,
+    ) {
         let st = self.state.entry(t.id).or_default();
-        let mut msg = EventMessage::new(&self.device, &self.source, kind, t, st.sent, &st.zones, &st.entered);
+        let mut msg = EventMessage::new(
+            &self.device,
+            &self.source,
+            kind,
+            t,
+            st.sent,
+            &st.zones,
+            &st.entered,
+        );
         st.sent += 1;
         st.last_box = t.bbox;
         st.last_at = Some(t.last_seen);
@@ -293,7 +314,13 @@ impl SceneTracker {
     }
 
     /// Sends or writes a snapshot; says where it went.
-    fn snapshot(&mut self, t: &Track, what: &str, jpeg: Vec<u8>, out: &mut Vec<Outgoing>) -> Option<String> {
+    fn snapshot(
+        &mut self,
+        t: &Track,
+        what: &str,
+        jpeg: Vec<u8>,
+        out: &mut Vec<Outgoing>,
+    ) -> Option<String> {
         let cfg = self.cfg.snapshots.as_ref()?;
         match cfg.to {
             SnapshotTarget::Mqtt => {
@@ -479,7 +506,10 @@ mod tests {
             .filter(|o| o.leaf == "events")
             .map(|o| {
                 let v: serde_json::Value = serde_json::from_slice(&o.payload).unwrap();
-                (v["type"].as_str().unwrap().to_string(), v["track_id"].as_u64().unwrap())
+                (
+                    v["type"].as_str().unwrap().to_string(),
+                    v["track_id"].as_u64().unwrap(),
+                )
             })
             .collect()
     }
@@ -544,7 +574,13 @@ mod tests {
                 points: vec![[300.0, 0.0], [640.0, 0.0], [640.0, 480.0], [300.0, 480.0]],
             }],
         );
-        let mut dets = vec![det(100.0, 0.9), Detection { bbox: [10.0, 10.0, 30.0, 30.0], ..det(0.0, 0.9) }];
+        let mut dets = vec![
+            det(100.0, 0.9),
+            Detection {
+                bbox: [10.0, 10.0, 30.0, 30.0],
+                ..det(0.0, 0.9)
+            },
+        ];
         s.apply_mask(&mut dets);
         assert_eq!(dets.len(), 1, "the masked box is gone");
         let frame = RgbImage::new(640, 480);
@@ -554,7 +590,12 @@ mod tests {
         // Walks into the door zone: `new`, naming it.
         let mut out = Vec::new();
         for i in 1..12u64 {
-            out.extend(s.observe(i + 1, at(200 * i), &[det(100.0 + 20.0 * i as f32, 0.9)], &frame));
+            out.extend(s.observe(
+                i + 1,
+                at(200 * i),
+                &[det(100.0 + 20.0 * i as f32, 0.9)],
+                &frame,
+            ));
         }
         let first = out.iter().find(|o| o.leaf == "events").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();

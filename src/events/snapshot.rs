@@ -128,7 +128,10 @@ mod tests {
         // 200×100 with the margin, scaled to 64 wide.
         assert_eq!((img.width(), img.height()), (64, 32));
         assert!(img.get_pixel(32, 16)[0] > 200, "the box is at the centre");
-        assert!(img.get_pixel(3, 3)[2] > 200, "the margin shows the background");
+        assert!(
+            img.get_pixel(3, 3)[2] > 200,
+            "the margin shows the background"
+        );
         // A box at the frame's edge is clipped, not an error.
         let jpeg = encode(&frame, &[380.0, 280.0, 400.0, 300.0], &cfg()).unwrap();
         let img = image::load_from_memory(&jpeg).unwrap();
@@ -152,7 +155,11 @@ mod tests {
         left.sort();
         assert_eq!(left, ["3.jpg", "4.jpg"]);
         // Age: everything is older than a day from a day and a bit on.
-        dir.prune(SystemTime::now() + Duration::from_secs(90_000)).unwrap();
-        assert_eq!(std::fs::read_dir(tmp.path().join("cam")).unwrap().count(), 0);
+        dir.prune(SystemTime::now() + Duration::from_secs(90_000))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("cam")).unwrap().count(),
+            0
+        );
     }
 }

@@ -60,7 +60,12 @@ impl Track {
             .min(2.0);
         let [vx, vy] = self.velocity;
         let b = self.bbox;
-        [b[0] + vx * dt, b[1] + vy * dt, b[2] + vx * dt, b[3] + vy * dt]
+        [
+            b[0] + vx * dt,
+            b[1] + vy * dt,
+            b[2] + vx * dt,
+            b[3] + vy * dt,
+        ]
     }
 }
 
@@ -220,7 +225,7 @@ impl Tracker {
         let (gone, kept): (Vec<Track>, Vec<Track>) =
             std::mem::take(&mut self.tracks).into_iter().partition(|t| {
                 let unseen = now.duration_since(t.last_seen).unwrap_or_default();
-                gone_silent && unseen >= end_after || !t.in_last_frame && unseen >= end_after
+                unseen >= end_after && (gone_silent || !t.in_last_frame)
             });
         self.tracks = kept;
         gone
@@ -266,7 +271,9 @@ mod tests {
     #[test]
     fn an_object_keeps_its_id_while_it_moves_and_ends_once_gone() {
         let mut t = Tracker::new(settings(2), 100);
-        assert!(t.update(&[det([0.0, 0.0, 40.0, 20.0], 0.9)], at(0)).is_empty());
+        assert!(t
+            .update(&[det([0.0, 0.0, 40.0, 20.0], 0.9)], at(0))
+            .is_empty());
         assert_eq!(
             t.update(&[det([5.0, 0.0, 45.0, 20.0], 0.9)], at(200)),
             [Change::Confirmed(100)]
@@ -280,8 +287,20 @@ mod tests {
         }
         // Gone from the frame: not ended before end_after.
         t.update(&[], at(4000));
-        assert!(t.expire(at(4500), Duration::from_secs(1), at(4000), Duration::from_secs(60)).is_empty());
-        let ended = t.expire(at(5000), Duration::from_secs(1), at(4000), Duration::from_secs(60));
+        assert!(t
+            .expire(
+                at(4500),
+                Duration::from_secs(1),
+                at(4000),
+                Duration::from_secs(60)
+            )
+            .is_empty());
+        let ended = t.expire(
+            at(5000),
+            Duration::from_secs(1),
+            at(4000),
+            Duration::from_secs(60),
+        );
         assert_eq!(ended.len(), 1);
         assert_eq!((ended[0].id, ended[0].frames), (100, 20));
         assert!(t.tracks().is_empty());
@@ -292,7 +311,13 @@ mod tests {
         let mut t = Tracker::new(settings(1), 1);
         t.update(&[det([0.0, 0.0, 40.0, 20.0], 0.9)], at(0));
         assert_eq!(
-            t.update(&[det([1.0, 0.0, 41.0, 20.0], 0.4), det([200.0, 0.0, 240.0, 20.0], 0.4)], at(200)),
+            t.update(
+                &[
+                    det([1.0, 0.0, 41.0, 20.0], 0.4),
+                    det([200.0, 0.0, 240.0, 20.0], 0.4)
+                ],
+                at(200)
+            ),
             [Change::Seen(1)]
         );
         assert_eq!(t.tracks().len(), 1);
@@ -308,7 +333,10 @@ mod tests {
             let ax = 10.0 * i as f32;
             let bx = 200.0 - 10.0 * i as f32;
             t.update(
-                &[det([ax, 0.0, ax + 40.0, 20.0], 0.9), det([bx, 8.0, bx + 40.0, 28.0], 0.9)],
+                &[
+                    det([ax, 0.0, ax + 40.0, 20.0], 0.9),
+                    det([bx, 8.0, bx + 40.0, 28.0], 0.9),
+                ],
                 at(100 * i),
             );
             let id_at = |x: f32| {
@@ -337,7 +365,23 @@ mod tests {
         let mut t = Tracker::new(settings(1), 1);
         t.update(&[det([0.0, 0.0, 40.0, 20.0], 0.9)], at(0));
         // No frame inferred for 30 s (no motion): still there.
-        assert!(t.expire(at(30_000), Duration::from_secs(5), at(0), Duration::from_secs(40)).is_empty());
-        assert_eq!(t.expire(at(41_000), Duration::from_secs(5), at(0), Duration::from_secs(40)).len(), 1);
+        assert!(t
+            .expire(
+                at(30_000),
+                Duration::from_secs(5),
+                at(0),
+                Duration::from_secs(40)
+            )
+            .is_empty());
+        assert_eq!(
+            t.expire(
+                at(41_000),
+                Duration::from_secs(5),
+                at(0),
+                Duration::from_secs(40)
+            )
+            .len(),
+            1
+        );
     }
 }

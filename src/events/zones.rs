@@ -74,9 +74,17 @@ mod tests {
                     points: vec![[0.0, 0.0], [200.0, 0.0], [0.0, 200.0]],
                 },
             ],
-            &[vec![[300.0, 300.0], [400.0, 300.0], [400.0, 400.0], [300.0, 400.0]]],
+            &[vec![
+                [300.0, 300.0],
+                [400.0, 300.0],
+                [400.0, 400.0],
+                [300.0, 400.0],
+            ]],
         );
-        assert_eq!(zones.containing(&[40.0, 40.0, 60.0, 60.0]), ["left", "triangle"]);
+        assert_eq!(
+            zones.containing(&[40.0, 40.0, 60.0, 60.0]),
+            ["left", "triangle"]
+        );
         // Centre (150, 20): right of `left`, inside the triangle.
         assert_eq!(zones.containing(&[140.0, 10.0, 160.0, 30.0]), ["triangle"]);
         // Centre (150, 150): beyond the triangle's hypotenuse.

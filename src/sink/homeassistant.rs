@@ -9,7 +9,13 @@ use serde_json::json;
 /// A discovery id: Home Assistant allows `[a-zA-Z0-9_-]` in node and object ids.
 fn ident(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -45,7 +51,10 @@ pub fn discovery(
                 "device": dev,
             })
         };
-        let mut present = common(format!("{source} objects present"), format!("{node}_{id}_present"));
+        let mut present = common(
+            format!("{source} objects present"),
+            format!("{node}_{id}_present"),
+        );
         present["value_template"] = json!("{{ 'ON' if value_json.count > 0 else 'OFF' }}");
         present["payload_on"] = json!("ON");
         present["payload_off"] = json!("OFF");
@@ -54,7 +63,10 @@ pub fn discovery(
             format!("{ha_prefix}/binary_sensor/{node}/{id}_present/config"),
             present.to_string(),
         ));
-        let mut count = common(format!("{source} object count"), format!("{node}_{id}_count"));
+        let mut count = common(
+            format!("{source} object count"),
+            format!("{node}_{id}_count"),
+        );
         count["value_template"] = json!("{{ value_json.count }}");
         count["state_class"] = json!("measurement");
         count["unit_of_measurement"] = json!("objects");

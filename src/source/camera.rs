@@ -149,7 +149,6 @@ fn d_reconnect_max() -> u64 {
 pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
 
 impl CameraConfig {
-
     /// Its event keys, gathered.
     pub fn scene(&self) -> crate::events::config::SceneConfig {
         crate::events::config::SceneConfig {

@@ -128,7 +128,9 @@ impl MotionGate {
                     for x in (x0..x1).step_by(2) {
                         let p = row + x as usize * 3;
                         // Integer luma: (77 R + 150 G + 29 B) / 256.
-                        sum += (77 * raw[p] as u32 + 150 * raw[p + 1] as u32 + 29 * raw[p + 2] as u32) >> 8;
+                        sum +=
+                            (77 * raw[p] as u32 + 150 * raw[p + 1] as u32 + 29 * raw[p + 2] as u32)
+                                >> 8;
                         count += 1;
                     }
                 }
@@ -205,18 +207,30 @@ mod tests {
     fn a_still_scene_is_skipped_until_the_refresh_and_a_moving_square_is_not() {
         let mut gate = MotionGate::new(MotionSettings {
             refresh: Duration::from_secs(10),
-            mask: vec![vec![[1000.0, 0.0], [1280.0, 0.0], [1280.0, 720.0], [1000.0, 720.0]]],
+            mask: vec![vec![
+                [1000.0, 0.0],
+                [1280.0, 0.0],
+                [1280.0, 720.0],
+                [1000.0, 720.0],
+            ]],
         });
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_millis(200 * s);
-        assert_eq!(gate.check(&scene(None), at(0)), Verdict::Motion, "the first frame");
+        assert_eq!(
+            gate.check(&scene(None), at(0)),
+            Verdict::Motion,
+            "the first frame"
+        );
         for i in 1..20 {
             assert_eq!(gate.check(&scene(None), at(i)), Verdict::Still, "frame {i}");
         }
         assert_eq!(gate.check(&scene(None), at(50)), Verdict::Refresh);
         // A 24 px square (under 2% of the width) moving 30 px a frame.
         for i in 0..5 {
-            assert_eq!(gate.check(&scene(Some((100 + 30 * i, 300))), at(51 + i as u64)), Verdict::Motion);
+            assert_eq!(
+                gate.check(&scene(Some((100 + 30 * i, 300))), at(51 + i as u64)),
+                Verdict::Motion
+            );
         }
         // It parks: a few frames later it is part of the background.
         let mut verdicts = Vec::new();
@@ -228,7 +242,10 @@ mod tests {
         let mut g2 = MotionGate::new(gate.settings.clone());
         g2.check(&scene(None), at(0));
         for i in 0..5 {
-            assert_eq!(g2.check(&scene(Some((1100 + 20 * i, 300))), at(1 + i as u64)), Verdict::Still);
+            assert_eq!(
+                g2.check(&scene(Some((1100 + 20 * i, 300))), at(1 + i as u64)),
+                Verdict::Still
+            );
         }
     }
 }

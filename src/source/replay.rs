@@ -78,7 +78,6 @@ fn d_realtime() -> bool {
 }
 
 impl ReplayConfig {
-
     /// Its event keys, gathered.
     pub fn scene(&self) -> crate::events::config::SceneConfig {
         crate::events::config::SceneConfig {

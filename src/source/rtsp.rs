@@ -117,7 +117,6 @@ fn d_reconnect_max() -> u64 {
 }
 
 impl RtspConfig {
-
     /// Its event keys, gathered.
     pub fn scene(&self) -> crate::events::config::SceneConfig {
         crate::events::config::SceneConfig {

@@ -50,10 +50,12 @@ path = {model:?}
 [[source]]
 name = "rgb"
 kind = "replay"
+publish = ["frames"]
 path = "rgb.ewraw"
 [[source]]
 name = "yuyv"
 kind = "replay"
+publish = ["frames"]
 path = "yuyv.ewraw"
 [mqtt]
 url = "{url}"

@@ -81,12 +81,14 @@ fn a_fake_uvc_camera_publishes_the_boxes_its_replay_does() {
         r#"[[source]]
 name = "cam_yuyv"
 kind = "camera"
+publish = ["frames"]
 device = "/dev/video42"
 width = 800
 height = 600
 [[source]]
 name = "cam_mjpeg"
 kind = "camera"
+publish = ["frames"]
 device = "/dev/video43"
 format = "yuyv"
 width = 640
@@ -94,10 +96,12 @@ height = 480
 [[source]]
 name = "rep_yuyv"
 kind = "replay"
+publish = ["frames"]
 path = "yuyv.ewraw"
 [[source]]
 name = "rep_mjpeg"
 kind = "replay"
+publish = ["frames"]
 path = "mjpeg.ewraw"
 "#,
         "",
@@ -185,7 +189,7 @@ fn small_camera(dir: &Path, broker: &Broker, port: u16, extra_source: &str) -> s
         dir,
         broker,
         &format!(
-            "[[source]]\nname = \"cam\"\nkind = \"camera\"\ndevice = \"/dev/video44\"\nwidth = 96\nheight = 64\nfps = 5\nframe_timeout_s = 1\nreconnect_max_s = 1\n{extra_source}"
+            "[[source]]\nname = \"cam\"\nkind = \"camera\"\npublish = [\"frames\"]\ndevice = \"/dev/video44\"\nwidth = 96\nheight = 64\nfps = 5\nframe_timeout_s = 1\nreconnect_max_s = 1\n{extra_source}"
         ),
         &format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"),
     )
@@ -291,7 +295,7 @@ fn camera_faults_are_named_in_the_log_and_recovered() {
         dir.path(),
         &broker,
         port,
-        "[[source]]\nname = \"odd\"\nkind = \"camera\"\ndevice = \"/dev/video45\"\nwidth = 96\nheight = 64\n",
+        "[[source]]\nname = \"odd\"\nkind = \"camera\"\npublish = [\"frames\"]\ndevice = \"/dev/video45\"\nwidth = 96\nheight = 64\n",
     );
     let mut daemon = start(&cfg, &fake);
     cam.wait_count("frames", 10, Duration::from_secs(60), "first frames");

@@ -14,6 +14,7 @@ mod daemon_e2e;
 mod delivery;
 mod detect_cli;
 mod disk_full;
+mod events;
 mod families;
 mod journald;
 mod memory_budget;

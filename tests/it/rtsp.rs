@@ -68,7 +68,7 @@ fn an_rtsp_stream_is_published_like_detect_finds_its_frames() {
         dir.path(),
         &broker,
         &format!(
-            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\nurl = \"{url}\"\n[[source]]\nname = \"ipkey\"\nkind = \"rtsp\"\nurl = \"{url}\"\ndecode = \"keyframes\"\n",
+            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{url}\"\n[[source]]\nname = \"ipkey\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{url}\"\ndecode = \"keyframes\"\n",
             url = server.url()
         ),
         "",
@@ -130,7 +130,7 @@ fn a_server_that_dies_mid_stream_and_returns_is_resumed() {
         dir.path(),
         &broker,
         &format!(
-            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\nurl = \"{}\"\nfps = 2\nreconnect_max_s = 1\n[tiling]\nmode = \"off\"\n",
+            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{}\"\nfps = 2\nreconnect_max_s = 1\n[tiling]\nmode = \"off\"\n",
             server.url()
         ),
         &format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"),
@@ -173,7 +173,7 @@ fn a_wrong_password_is_one_log_line_and_the_right_one_is_picked_up() {
         dir.path(),
         &broker,
         &format!(
-            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\nurl = \"{}\"\nusername = \"viewer\"\npassword_file = \"cam.password\"\nreconnect_max_s = 1\n[tiling]\nmode = \"off\"\n",
+            "[[source]]\nname = \"ip\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{}\"\nusername = \"viewer\"\npassword_file = \"cam.password\"\nreconnect_max_s = 1\n[tiling]\nmode = \"off\"\n",
             server.url()
         ),
         "",
@@ -237,7 +237,7 @@ fn servers_that_send_garbage_h265_or_oversized_pictures_never_take_the_daemon_do
         dir.path(),
         &broker,
         &format!(
-            "[[source]]\nname = \"hevc\"\nkind = \"rtsp\"\nurl = \"{}\"\n{small}[[source]]\nname = \"noise\"\nkind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{noise}/x\"\n{small}[[source]]\nname = \"liar\"\nkind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:{liar}/x\"\n{small}[[source]]\nname = \"good\"\nkind = \"rtsp\"\nurl = \"{good}\"\n{small}[[source]]\nname = \"big\"\nkind = \"rtsp\"\nurl = \"{good}\"\nwidth = 320\nheight = 240\n[tiling]\nmode = \"off\"\n",
+            "[[source]]\nname = \"hevc\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{}\"\n{small}[[source]]\nname = \"noise\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"rtsp://127.0.0.1:{noise}/x\"\n{small}[[source]]\nname = \"liar\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"rtsp://127.0.0.1:{liar}/x\"\n{small}[[source]]\nname = \"good\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{good}\"\n{small}[[source]]\nname = \"big\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{good}\"\nwidth = 320\nheight = 240\n[tiling]\nmode = \"off\"\n",
             h265.url(),
             good = good.url(),
             // Four 1080p decoders would not fit the default memory plan.

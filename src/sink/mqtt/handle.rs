@@ -137,10 +137,7 @@ impl MqttSink {
     /// publisher sends them now and after every reconnect, and clears the
     /// topics no longer in the list.
     pub fn announce(&self, messages: Vec<(String, String)>) {
-        let mut a = self
-            .announcements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut a = self.announcements.lock().unwrap_or_else(|p| p.into_inner());
         if a.messages == messages {
             return;
         }
@@ -157,7 +154,10 @@ impl MqttSink {
 
     /// The topic prefix messages take now.
     pub fn topic_prefix(&self) -> String {
-        self.prefix.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.prefix
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Applies a changed `[mqtt]` section without a restart: the publisher

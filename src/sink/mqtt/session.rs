@@ -284,11 +284,13 @@ impl Publisher {
 
     /// Publishes the announcements when this session has not sent the
     /// current ones yet.
-    fn announce(&self, client: &Client, sent: &mut Option<u64>, requested: &mut VecDeque<Option<u64>>) {
-        let mut a = self
-            .announcements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+    fn announce(
+        &self,
+        client: &Client,
+        sent: &mut Option<u64>,
+        requested: &mut VecDeque<Option<u64>>,
+    ) {
+        let mut a = self.announcements.lock().unwrap_or_else(|p| p.into_inner());
         if *sent == Some(a.generation) {
             return;
         }
