@@ -49,7 +49,7 @@ fn write_replay(path: &Path) {
             "Dock 9-1200",
             [20, 20, 20],
         );
-        let x = if t < 2.0 || t >= 14.0 {
+        let x = if !(2.0..14.0).contains(&t) {
             None
         } else if t < 12.0 {
             Some(20.0)
