@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use image::RgbImage;
 
-use super::config::{SceneConfig, SnapshotConfig, SnapshotTarget, BEST_SNAPSHOTS_HELD};
+use super::config::{Publish, SceneConfig, SnapshotConfig, SnapshotTarget, BEST_SNAPSHOTS_HELD};
 use super::message::{rfc3339, EventMessage, EventType, ObjectsState};
 use super::snapshot::{self, SnapshotDir};
 use super::tracker::{Change, Track, Tracker, TrackerSettings};
@@ -243,6 +243,10 @@ impl SceneTracker {
 
     /// Publishes the objects-present state when it changed.
     fn publish_present(&mut self, out: &mut Vec<Outgoing>) {
+        // A frames-only source tracks nothing, so it has no state to tell.
+        if !self.cfg.publishes(Publish::Events) {
+            return;
+        }
         let mut labels = BTreeMap::new();
         for t in self.tracker.tracks() {
             if self.state.get(&t.id).is_some_and(|s| s.announced) {
@@ -512,6 +516,14 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_frames_only_scene_says_nothing_of_its_own() {
+        let mut s = scene(EventsConfig::default(), Vec::new());
+        s.cfg.publish = vec![Publish::Frames];
+        assert!(s.sweep(at(0)).is_empty(), "no objects state");
+        assert!(s.finish().is_empty());
     }
 
     #[test]

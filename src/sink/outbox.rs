@@ -86,6 +86,15 @@ struct Loc {
     len: u32,
 }
 
+/// What an outbox has written since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wear {
+    /// Bytes of records (messages and acks) written.
+    pub bytes: u64,
+    /// `fsync`s (data syncs) of the segment, one per message.
+    pub syncs: u64,
+}
+
 struct Inner {
     writer: File,
     segment: u64,
@@ -99,6 +108,9 @@ struct Inner {
     bytes: u64,
     /// Since when, and why, appends have been failing.
     failing: Option<(Instant, String)>,
+    /// What this outbox has written and synced since it was opened: the
+    /// wear it puts on an SD card.
+    wear: Wear,
     #[cfg(test)]
     fault: Option<Fault>,
 }
@@ -238,6 +250,7 @@ impl Outbox {
                     next_key,
                     bytes,
                     failing: None,
+                    wear: Wear::default(),
                     #[cfg(test)]
                     fault: None,
                 }),
@@ -455,6 +468,12 @@ impl Outbox {
         self.damaged.load(Ordering::Relaxed)
     }
 
+    /// Bytes of records written and data syncs made since the outbox was
+    /// opened (acks included).
+    pub fn wear(&self) -> Wear {
+        self.lock().wear
+    }
+
     /// Why appends are failing right now, if they are.
     pub fn write_trouble(&self) -> Option<WriteTrouble> {
         self.lock()
@@ -498,6 +517,8 @@ impl Outbox {
             let _ = self.repair_tail(inner);
             return Err(io_err(&path)(err));
         }
+        inner.wear.bytes += record.len() as u64;
+        inner.wear.syncs += sync as u64;
         let loc = Loc {
             segment: inner.segment,
             offset: inner.segment_len,
@@ -736,6 +757,30 @@ mod tests {
             .map(|e| (e.topic, e.retain))
             .collect();
         assert_eq!(got, [("t/a".into(), false), ("t/s".into(), true)]);
+    }
+
+    #[test]
+    fn wear_counts_every_byte_written_and_one_sync_per_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ob, _) = open(dir.path());
+        let before = std::fs::metadata(segment_path(dir.path(), 1))
+            .unwrap()
+            .len();
+        for i in 0..4 {
+            ob.append("t/a", format!("message {i}").as_bytes(), || true)
+                .unwrap();
+        }
+        ob.ack(1).unwrap();
+        ob.ack(2).unwrap();
+        let after = std::fs::metadata(segment_path(dir.path(), 1))
+            .unwrap()
+            .len();
+        let wear = ob.wear();
+        assert_eq!(wear.bytes, after - before);
+        // Each message: 8 bytes of frame, 11 of header, topic, payload; each
+        // ack: 8 + 9.
+        assert_eq!(wear.bytes, 4 * (8 + 11 + 3 + 9) + 2 * (8 + 9));
+        assert_eq!(wear.syncs, 4, "acks are not synced");
     }
 
     #[test]

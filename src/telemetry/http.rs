@@ -52,6 +52,9 @@ impl Probe {
         m.outbox_write_failing
             .set(self.sink.write_trouble().is_some() as i64);
         m.outbox_damaged.set(self.sink.damaged() as i64);
+        let wear = self.sink.outbox_wear();
+        m.outbox_written.set(wear.bytes as i64);
+        m.outbox_syncs.set(wear.syncs as i64);
         let stats = self.sink.stats();
         m.mqtt_connected
             .set(stats.connected.load(Ordering::Relaxed) as i64);

@@ -79,6 +79,10 @@ pub struct Metrics {
     pub outbox_write_failing: Gauge,
     /// Outbox records found damaged (CRC or key) since start.
     pub outbox_damaged: Gauge,
+    /// Bytes the outbox has written (messages and acks) since it was opened.
+    pub outbox_written: Gauge,
+    /// Data syncs the outbox has made since it was opened.
+    pub outbox_syncs: Gauge,
     /// 1 while connected to the broker.
     pub mqtt_connected: Gauge,
     /// Messages the broker acknowledged.
@@ -168,6 +172,16 @@ impl Metrics {
             "outbox_damaged_records",
             "Outbox records found damaged (CRC or key mismatch) since start, skipped",
         );
+        let outbox_written = gauge(
+            &mut registry,
+            "outbox_written_bytes",
+            "Bytes of records (messages and acks) the outbox has written since it was opened: disk wear",
+        );
+        let outbox_syncs = gauge(
+            &mut registry,
+            "outbox_syncs",
+            "Data syncs (fsync) the outbox has made since it was opened, one per message",
+        );
         let mqtt_connected = gauge(
             &mut registry,
             "mqtt_connected",
@@ -247,6 +261,8 @@ impl Metrics {
             outbox_bytes,
             outbox_write_failing,
             outbox_damaged,
+            outbox_written,
+            outbox_syncs,
             mqtt_connected,
             mqtt_acked,
             resident_bytes,

@@ -207,6 +207,11 @@ impl MqttSink {
         self.outbox.write_trouble()
     }
 
+    /// What the outbox has written and synced since it was opened.
+    pub fn outbox_wear(&self) -> crate::sink::outbox::Wear {
+        self.outbox.wear()
+    }
+
     /// Outbox records found damaged since start.
     pub fn damaged(&self) -> u64 {
         self.outbox.damaged()
