@@ -322,7 +322,11 @@ impl Config {
             tiling: &self.tiling,
             max_pixels: self.max_pixels,
             sources: self.sources.len(),
-            stream_bytes: self.sources.iter().map(|s| s.stream_bytes()).sum(),
+            stream_bytes: self
+                .sources
+                .iter()
+                .map(|s| s.stream_bytes(&self.tiling))
+                .sum(),
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),

@@ -360,7 +360,20 @@ fn process_frame(
     let meta = &frame.meta;
     let detected = match guarded(|| {
         injected_panic(meta.path.as_deref());
-        detector.detect_image(&frame.image)
+        // Another worker on this stream's frame holds the reuse state: this
+        // one runs a plain pass, which leaves the state as it was.
+        let mut reuse = frame.reuse.as_ref().and_then(|r| match r.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                // A pass panicked half-way: its map is partial.
+                r.clear_poison();
+                let mut g = p.into_inner();
+                g.invalidate();
+                Some(g)
+            }
+        });
+        detector.detect_image_reusing(&frame.image, reuse.as_deref_mut())
     }) {
         Ok(d) => d,
         Err(text) => {
@@ -400,7 +413,12 @@ fn process_frame(
                 );
                 publish_outgoing(s, out, keep_waiting);
             }
-            metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
+            metrics.frame_done(
+                &msg.source,
+                msg.detections.len(),
+                &result.timing,
+                &result.work,
+            );
             tracing::debug!(
                 source = %msg.source,
                 frame_id = %msg.id,
@@ -466,7 +484,12 @@ fn process_file(
                 tracing::error!(source = %job.meta.source, frame_id = %job.meta.id, "{shown}: {e}; the file stays queued for the next start");
                 return Outcome::Finished;
             }
-            metrics.frame_done(&msg.source, msg.detections.len(), &result.timing);
+            metrics.frame_done(
+                &msg.source,
+                msg.detections.len(),
+                &result.timing,
+                &result.work,
+            );
             match job.done() {
                 Ok(dest) => tracing::info!(
                     source = %msg.source,

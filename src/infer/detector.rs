@@ -9,6 +9,7 @@ use image::RgbImage;
 
 use super::model::Head;
 use super::preprocess::{decode_file_checked, whole_frame_size, DecodeError, Preprocessor};
+use super::tile_reuse::{TileCounts, TileReuse};
 use super::tiling::{TilePlan, TilingConfig};
 use super::{Engine, InferError};
 use crate::postprocess::db::{self, ProbMap};
@@ -42,6 +43,20 @@ pub struct FrameResult {
     pub detections: Vec<Detection>,
     /// Stage timings.
     pub timing: Timing,
+    /// What the model was given.
+    pub work: Work,
+}
+
+/// The model's work on one frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Engine calls.
+    pub engine_runs: u32,
+    /// Pixels of model input (tensor height × width, summed over calls and
+    /// batch): what the frame cost the model.
+    pub model_pixels: u64,
+    /// Tiles run, and tiles whose map was kept (tile reuse).
+    pub tiles: TileCounts,
 }
 
 /// Why a frame failed, by stage.
@@ -154,7 +169,7 @@ impl Detector {
             frame_w: decoded.frame_w,
             frame_h: decoded.frame_h,
         };
-        self.detect_view(view, start)
+        self.detect_view(view, start, None)
     }
 
     /// Detects on pixels already decoded.
@@ -164,18 +179,30 @@ impl Detector {
 
     /// Detects on pixels the caller keeps (a pooled camera frame).
     pub fn detect_image(&mut self, img: &RgbImage) -> Result<FrameResult, FrameError> {
+        self.detect_image_reusing(img, None)
+    }
+
+    /// Detects on a stream's frame; with `reuse`, a tiled text pass runs
+    /// only the tiles whose picture changed since they last ran and keeps
+    /// the rest of the stitched map (see `tile_reuse`).
+    pub fn detect_image_reusing(
+        &mut self,
+        img: &RgbImage,
+        reuse: Option<&mut TileReuse>,
+    ) -> Result<FrameResult, FrameError> {
         let view = View {
             image: img,
             frame_w: img.width(),
             frame_h: img.height(),
         };
-        self.detect_view(view, Instant::now())
+        self.detect_view(view, Instant::now(), reuse)
     }
 
     fn detect_view(
         &mut self,
         decoded: View<'_>,
         start: Instant,
+        reuse: Option<&mut TileReuse>,
     ) -> Result<FrameResult, FrameError> {
         // Test-only hang, compiled into debug builds only: release binaries,
         // and so every production config, cannot turn it on.
@@ -190,9 +217,10 @@ impl Detector {
             ..Timing::default()
         };
         let (frame_w, frame_h) = (decoded.frame_w, decoded.frame_h);
+        let mut work = Work::default();
         let mut detections = match self.settings.head {
-            Head::Db => self.text(&decoded, &mut timing)?,
-            Head::Yolo(head) => self.boxes(head, &decoded, &mut timing)?,
+            Head::Db => self.text(&decoded, &mut timing, &mut work, reuse)?,
+            Head::Yolo(head) => self.boxes(head, &decoded, &mut timing, &mut work)?,
             Head::Classify(head) => {
                 let t0 = Instant::now();
                 let (w, h) = self.settings.input;
@@ -203,6 +231,7 @@ impl Detector {
                 let t1 = Instant::now();
                 let out = self.engine.run(tensor)?;
                 let t2 = Instant::now();
+                work.count_run(1, w, h);
                 let s = &self.settings;
                 let dets = head
                     .decode(
@@ -225,6 +254,7 @@ impl Detector {
             height: frame_h,
             detections,
             timing,
+            work,
         })
     }
 
@@ -235,6 +265,7 @@ impl Detector {
         head: YoloHead,
         decoded: &View<'_>,
         timing: &mut Timing,
+        work: &mut Work,
     ) -> Result<Vec<Detection>, FrameError> {
         let img = &decoded.image;
         let tiling = &self.settings.tiling;
@@ -257,6 +288,7 @@ impl Detector {
             let t1 = Instant::now();
             let out = self.engine.run(tensor)?;
             let t2 = Instant::now();
+            work.count_run(1, w, h);
             let s = &self.settings;
             let found = head
                 .decode(
@@ -298,15 +330,20 @@ impl Detector {
         &mut self,
         decoded: &View<'_>,
         timing: &mut Timing,
+        work: &mut Work,
+        reuse: Option<&mut TileReuse>,
     ) -> Result<Vec<Detection>, FrameError> {
         let (frame_w, frame_h) = (decoded.frame_w, decoded.frame_h);
         let img = &decoded.image;
         let (w, _) = whole_frame_size(img.width(), img.height(), self.settings.max_side);
         let whole_scale = w as f64 / img.width() as f64;
         let dets = if self.settings.tiling.tiles_frame(whole_scale) {
-            let mut dets = self.tiled(decoded.image, frame_w, frame_h, timing)?;
+            let mut dets = match reuse {
+                Some(r) => self.tiled_reusing(decoded.image, frame_w, frame_h, timing, work, r)?,
+                None => self.tiled(decoded.image, frame_w, frame_h, timing, work, None)?,
+            };
             if self.settings.tiling.full_frame {
-                dets.extend(self.whole_frame(decoded.image, frame_w, frame_h, timing)?);
+                dets.extend(self.whole_frame(decoded.image, frame_w, frame_h, timing, work)?);
                 // Text the whole-frame pass also found keeps the better quad.
                 let cfg = MergeConfig {
                     strategy: MergeStrategy::Nms,
@@ -317,7 +354,7 @@ impl Detector {
             }
             dets
         } else {
-            self.whole_frame(decoded.image, frame_w, frame_h, timing)?
+            self.whole_frame(decoded.image, frame_w, frame_h, timing, work)?
         };
         Ok(dets)
     }
@@ -329,6 +366,7 @@ impl Detector {
         frame_w: u32,
         frame_h: u32,
         timing: &mut Timing,
+        work: &mut Work,
     ) -> Result<Vec<Detection>, FrameError> {
         let t0 = Instant::now();
         let (w, h) = whole_frame_size(img.width(), img.height(), self.settings.max_side);
@@ -336,40 +374,90 @@ impl Detector {
         let t1 = Instant::now();
         let out = self.engine.run(tensor)?;
         let t2 = Instant::now();
+        work.count_run(1, w, h);
         let (mh, mw) = db_map_shape(&out.shape, 1)?;
         let dets = self.postprocess_db(ProbMap::f32(&out.data, mw, mh), frame_w, frame_h);
         timing.add(t0, t1, t2, Instant::now());
         Ok(dets)
     }
 
+    /// A tiled pass over a stream's frame with its reuse state: the kept
+    /// map goes in as the stitch buffer, the changed tiles overwrite their
+    /// parts, and the result is kept for the next frame. A failed pass
+    /// leaves a partial map, so the state is forgotten.
+    fn tiled_reusing(
+        &mut self,
+        img: &RgbImage,
+        frame_w: u32,
+        frame_h: u32,
+        timing: &mut Timing,
+        work: &mut Work,
+        reuse: &mut TileReuse,
+    ) -> Result<Vec<Detection>, FrameError> {
+        let plan = TilePlan::new(img.width(), img.height(), &self.settings.tiling);
+        let (run, keep) = reuse.select(img, &plan, Instant::now());
+        std::mem::swap(&mut self.stitch, &mut reuse.map);
+        let out = self.tiled(
+            img,
+            frame_w,
+            frame_h,
+            timing,
+            work,
+            Some((&plan, &run, keep)),
+        );
+        std::mem::swap(&mut self.stitch, &mut reuse.map);
+        if out.is_err() {
+            reuse.invalidate();
+        }
+        out
+    }
+
     /// Tiles through the engine, the maps stitched by ownership, one DB decode
-    /// over the stitched map: a line crossing a seam is one region.
+    /// over the stitched map: a line crossing a seam is one region. With
+    /// `only`, just the tiles marked run, over the map already in the stitch
+    /// buffer when it is to be kept.
     fn tiled(
         &mut self,
         img: &RgbImage,
         frame_w: u32,
         frame_h: u32,
         timing: &mut Timing,
+        work: &mut Work,
+        only: Option<(&TilePlan, &[bool], bool)>,
     ) -> Result<Vec<Detection>, FrameError> {
-        let plan = TilePlan::new(img.width(), img.height(), &self.settings.tiling);
+        let planned;
+        let (plan, run, keep) = match only {
+            Some(o) => o,
+            None => {
+                planned = TilePlan::new(img.width(), img.height(), &self.settings.tiling);
+                (&planned, &[][..], false)
+            }
+        };
         let (sw, sh) = (plan.scaled_w as usize, plan.scaled_h as usize);
-        self.stitch.clear();
-        self.stitch.resize(sw * sh, 0);
+        if !keep || self.stitch.len() != sw * sh {
+            self.stitch.clear();
+            self.stitch.resize(sw * sh, 0);
+        }
         // A model exported with a fixed batch takes no more tiles at once.
         let batch = (self.settings.tiling.batch.max(1) as usize)
             .min(self.engine.input_spec().max_batch.max(1));
-        let order: Vec<usize> = (0..plan.tiles.len()).collect();
+        let order: Vec<usize> = (0..plan.tiles.len())
+            .filter(|&i| run.get(i).copied().unwrap_or(true))
+            .collect();
+        work.tiles.run += order.len() as u32;
+        work.tiles.reused += (plan.tiles.len() - order.len()) as u32;
         // Tiles of one shape go together; a plan has at most one shape unless
         // the frame is smaller than a tile, and then it has one tile.
         for chunk in order.chunk_by(|a, b| plan.tiles[*a].hw() == plan.tiles[*b].hw()) {
             for group in chunk.chunks(batch) {
                 let t0 = Instant::now();
-                let tensor = self.pre.tiles_to_tensor(img, &plan, group);
+                let tensor = self.pre.tiles_to_tensor(img, plan, group);
                 let t1 = Instant::now();
                 let out = self.engine.run(tensor)?;
                 let t2 = Instant::now();
                 let (mh, mw) = db_map_shape(&out.shape, group.len())?;
                 let (th, tw) = plan.tiles[group[0]].hw();
+                work.count_run(group.len(), tw, th);
                 if (mh, mw) != (th as usize, tw as usize) {
                     return Err(FrameError::Output(format!(
                         "the model gave a {mw}x{mh} map for a {tw}x{th} tile; DB maps must match their input"
@@ -397,6 +485,13 @@ impl Detector {
             frame_h,
             &self.settings.labels[0],
         )
+    }
+}
+
+impl Work {
+    fn count_run(&mut self, batch: usize, w: u32, h: u32) {
+        self.engine_runs += 1;
+        self.model_pixels += batch as u64 * w as u64 * h as u64;
     }
 }
 

@@ -2,9 +2,11 @@
 //! that is shared by all backends (pre-processing, the whole-frame detector).
 
 pub mod detector;
+pub mod grey;
 pub mod model;
 pub mod preprocess;
 pub mod tensorrt;
+pub mod tile_reuse;
 pub mod tiling;
 pub mod tract;
 

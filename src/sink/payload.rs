@@ -139,6 +139,7 @@ mod tests {
                 post: 2.25,
                 total: 38.5,
             },
+            work: Default::default(),
         };
         let v: serde_json::Value =
             serde_json::from_str(&Message::new("nano-01", &meta, &model, &result).to_json())

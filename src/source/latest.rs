@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use crate::frame::FrameMeta;
+use crate::infer::tile_reuse::TileReuse;
 
 /// A fixed number of RGB8 frame buffers, handed out and taken back.
 pub struct FramePool {
@@ -97,6 +98,8 @@ pub struct CapturedFrame {
     pub image: PooledFrame,
     /// Source, sequence number, id, capture time.
     pub meta: FrameMeta,
+    /// The stream's tile reuse state (`motion = true`), shared by its frames.
+    pub reuse: Option<Arc<Mutex<TileReuse>>>,
 }
 
 /// Frame counts of one camera source.
@@ -301,6 +304,7 @@ mod tests {
                 captured_at: SystemTime::now(),
                 path: None,
             },
+            reuse: None,
         }
     }
 

@@ -60,13 +60,20 @@ impl SourceConfig {
 
     /// Bytes a camera or replay source holds besides the frames in the
     /// workers: the newest-frame slot, the frame being converted, and the
-    /// driver's mapped buffers or the decoder. Folders hold no pixels.
-    pub fn stream_bytes(&self) -> u64 {
+    /// driver's mapped buffers or the decoder; with `motion = true` the
+    /// motion gate and, when tiling, the tile reuse map. Folders hold no
+    /// pixels.
+    pub fn stream_bytes(&self, tiling: &crate::infer::tiling::TilingConfig) -> u64 {
         let (width, height) = self.frame_size();
         let events = self.scene().map_or(0, |s| s.planned_bytes());
-        let motion = self
-            .motion_settings()
-            .map_or(0, |_| motion::MotionGate::planned_bytes(width, height));
+        let motion = self.motion_settings().map_or(0, |_| {
+            let reuse = if tiling.enabled() {
+                crate::infer::tile_reuse::TileReuse::planned_bytes(width, height, tiling)
+            } else {
+                0
+            };
+            motion::MotionGate::planned_bytes(width, height) + reuse
+        });
         self.frame_bytes() + events + motion
     }
 

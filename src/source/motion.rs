@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use geo::{Contains, LineString, Point, Polygon};
 use image::RgbImage;
 
-/// Width of the grey copy; its height follows the frame's aspect.
-const SMALL_WIDTH: u32 = 320;
-/// A grey level change larger than this is motion.
-const THRESHOLD: f32 = 20.0;
+use crate::infer::grey::{self, SmallGrey, CHANGE_THRESHOLD};
+
 /// Changed pixels (of the small copy) that make motion.
 const MIN_CHANGED: usize = 3;
 /// How fast the running average follows the picture: a newly parked
@@ -47,12 +45,8 @@ pub enum Verdict {
 /// One stream's motion state.
 pub struct MotionGate {
     settings: MotionSettings,
-    /// Size of the frames the state is for.
-    frame: (u32, u32),
-    small: (u32, u32),
+    grey: SmallGrey,
     average: Vec<f32>,
-    grey: Vec<f32>,
-    blurred: Vec<f32>,
     masked: Vec<bool>,
     last_inferred: Option<Instant>,
 }
@@ -62,11 +56,8 @@ impl MotionGate {
     pub fn new(settings: MotionSettings) -> MotionGate {
         MotionGate {
             settings,
-            frame: (0, 0),
-            small: (0, 0),
+            grey: SmallGrey::default(),
             average: Vec::new(),
-            grey: Vec::new(),
-            blurred: Vec::new(),
             masked: Vec::new(),
             last_inferred: None,
         }
@@ -74,19 +65,13 @@ impl MotionGate {
 
     /// Bytes it holds for frames of `width`×`height`.
     pub fn planned_bytes(width: u32, height: u32) -> u64 {
-        let h = (SMALL_WIDTH as u64 * height as u64).div_ceil(width.max(1) as u64);
-        SMALL_WIDTH as u64 * h * (4 * 3 + 1)
+        let (sw, sh) = grey::small_size(width, height);
+        grey::planned_bytes(width, height) + sw as u64 * sh as u64 * (4 + 1)
     }
 
-    fn resize_state(&mut self, w: u32, h: u32) {
-        let sw = SMALL_WIDTH.min(w).max(1);
-        let sh = ((sw as u64 * h as u64) / w.max(1) as u64).max(1) as u32;
-        let n = (sw * sh) as usize;
-        self.frame = (w, h);
-        self.small = (sw, sh);
-        self.average.clear();
-        self.grey = vec![0.0; n];
-        self.blurred = vec![0.0; n];
+    /// The mask, cell by cell of the small copy.
+    fn mask_cells(&self) -> Vec<bool> {
+        let ((w, h), (sw, sh)) = (self.grey.frame, self.grey.size);
         let polys: Vec<Polygon<f32>> = self
             .settings
             .mask
@@ -99,65 +84,30 @@ impl MotionGate {
             })
             .collect();
         let (kx, ky) = (w as f32 / sw as f32, h as f32 / sh as f32);
-        self.masked = (0..n)
+        (0..sw * sh)
             .map(|i| {
-                let (x, y) = ((i as u32 % sw) as f32, (i as u32 / sw) as f32);
+                let (x, y) = ((i % sw) as f32, (i / sw) as f32);
                 let p = Point::new((x + 0.5) * kx, (y + 0.5) * ky);
                 polys.iter().any(|m| m.contains(&p))
             })
-            .collect();
+            .collect()
     }
 
     /// Changed pixels of the small copy since the running average; updates it.
     pub fn changed(&mut self, img: &RgbImage) -> usize {
-        let (w, h) = img.dimensions();
-        if (w, h) != self.frame {
-            self.resize_state(w, h);
-        }
-        let (sw, sh) = self.small;
-        // Block average, sampling every other pixel of each block: the
-        // frame's full resolution is not needed to see motion.
-        let raw = img.as_raw();
-        for sy in 0..sh {
-            let (y0, y1) = (sy * h / sh, ((sy + 1) * h / sh).max(sy * h / sh + 1));
-            for sx in 0..sw {
-                let (x0, x1) = (sx * w / sw, ((sx + 1) * w / sw).max(sx * w / sw + 1));
-                let (mut sum, mut count) = (0u32, 0u32);
-                for y in (y0..y1).step_by(2) {
-                    let row = y as usize * w as usize * 3;
-                    for x in (x0..x1).step_by(2) {
-                        let p = row + x as usize * 3;
-                        // Integer luma: (77 R + 150 G + 29 B) / 256.
-                        sum +=
-                            (77 * raw[p] as u32 + 150 * raw[p + 1] as u32 + 29 * raw[p + 2] as u32)
-                                >> 8;
-                        count += 1;
-                    }
-                }
-                self.grey[(sy * sw + sx) as usize] = sum as f32 / count.max(1) as f32;
-            }
-        }
-        let (sw, sh) = (sw as usize, sh as usize);
-        for y in 0..sh {
-            for x in 0..sw {
-                let (mut s, mut n) = (0.0, 0.0);
-                for yy in y.saturating_sub(1)..(y + 2).min(sh) {
-                    for xx in x.saturating_sub(1)..(x + 2).min(sw) {
-                        s += self.grey[yy * sw + xx];
-                        n += 1.0;
-                    }
-                }
-                self.blurred[y * sw + x] = s / n;
-            }
+        let before = self.grey.frame;
+        self.grey.update(img);
+        if self.grey.frame != before || self.masked.len() != self.grey.pixels.len() {
+            self.masked = self.mask_cells();
+            self.average.clear();
         }
         if self.average.is_empty() {
-            self.average = self.blurred.clone();
+            self.average = self.grey.pixels.clone();
             return usize::MAX;
         }
         let mut changed = 0;
-        for i in 0..self.blurred.len() {
-            let (cur, avg) = (self.blurred[i], &mut self.average[i]);
-            if !self.masked[i] && (cur - *avg).abs() > THRESHOLD {
+        for (i, (&cur, avg)) in self.grey.pixels.iter().zip(&mut self.average).enumerate() {
+            if !self.masked[i] && (cur - *avg).abs() > CHANGE_THRESHOLD {
                 changed += 1;
             }
             *avg += ALPHA * (cur - *avg);

@@ -3,7 +3,7 @@
 //! configured rate, and reopen with back-off when the device goes away.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -185,6 +185,11 @@ pub fn run(
         let granted = capture.granted();
         // A reopened device may point elsewhere: the picture starts afresh.
         let mut gate = settings.motion.clone().map(super::motion::MotionGate::new);
+        let reuse = settings.motion.as_ref().map(|m| {
+            Arc::new(Mutex::new(crate::infer::tile_reuse::TileReuse::new(
+                m.refresh,
+            )))
+        });
         let pixels = granted.width as u64 * granted.height as u64;
         if pixels > settings.max_pixels {
             return Err(CaptureError::Unusable {
@@ -287,6 +292,7 @@ pub fn run(
                     captured_at,
                     path: None,
                 },
+                reuse: reuse.clone(),
             });
             if admit {
                 if let Some(ticket) = out.latest.ticket() {

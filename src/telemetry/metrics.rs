@@ -8,7 +8,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::infer::detector::Timing;
+use crate::infer::detector::{Timing, Work};
 use crate::source::latest::LatestFrame;
 
 /// A camera stream whose counts are exported.
@@ -99,6 +99,10 @@ pub struct Metrics {
     pub camera_reconnects: Family<SourceLabel, Counter>,
     /// Event messages by source and kind (new, update, end, snapshot, objects).
     pub events: Family<FrameLabels, Counter>,
+    /// Pixels of model input, by source.
+    pub model_pixels: Family<SourceLabel, Counter>,
+    /// Tiles by source and outcome (run, reused).
+    pub tiles: Family<FrameLabels, Counter>,
     /// 1 for the backend running frames now, 0 for one it left.
     pub backend: Family<BackendLabel, Gauge>,
     /// Times the daemon switched backend (CPU to a freshly built engine).
@@ -226,6 +230,18 @@ impl Metrics {
             "Event messages queued, by source and outcome (new, update, end, snapshot, objects)",
             events.clone(),
         );
+        let model_pixels = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "model_pixels",
+            "Pixels of model input (tensor height x width, every engine call and batch item), by source: what frames cost the model",
+            model_pixels.clone(),
+        );
+        let tiles = Family::<FrameLabels, Counter>::default();
+        registry.register(
+            "tiles",
+            "Tiles of tiled passes by source and outcome (run; reused: the map kept from an earlier run because the tile's picture had not changed, motion = true)",
+            tiles.clone(),
+        );
         let backend = Family::<BackendLabel, Gauge>::default();
         registry.register(
             "backend",
@@ -271,6 +287,8 @@ impl Metrics {
             camera_frames,
             camera_reconnects,
             events,
+            model_pixels,
+            tiles,
             backend,
             backend_switches,
             cameras: std::sync::Mutex::new(Vec::new()),
@@ -349,7 +367,22 @@ impl Metrics {
     }
 
     /// One frame done.
-    pub fn frame_done(&self, source: &str, detections: usize, timing: &Timing) {
+    pub fn frame_done(&self, source: &str, detections: usize, timing: &Timing, work: &Work) {
+        self.model_pixels
+            .get_or_create(&SourceLabel {
+                source: source.into(),
+            })
+            .inc_by(work.model_pixels);
+        for (outcome, n) in [("run", work.tiles.run), ("reused", work.tiles.reused)] {
+            if n > 0 {
+                self.tiles
+                    .get_or_create(&FrameLabels {
+                        source: source.into(),
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(n as u64);
+            }
+        }
         self.frames
             .get_or_create(&FrameLabels {
                 source: source.into(),

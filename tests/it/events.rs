@@ -562,3 +562,140 @@ fn a_static_scene_for_a_minute_is_a_handful_of_events_and_home_assistant_sees_it
         (eb + 60 * new_cost) as f64 / 1e6,
     );
 }
+
+#[test]
+fn with_motion_and_tiles_only_the_changed_tiles_run_and_a_still_label_stays_found() {
+    // 640×320 cut into 224 px tiles: a label sits still at the top left,
+    // another crosses the bottom 8 px a frame for 8 s, then goes. With
+    // `motion = true` the top tiles keep their map from their last run.
+    let dir = tempfile::tempdir().unwrap();
+    let font = textimg::font();
+    write_frames(&dir.path().join("tiles.ewraw"), (640, 320), 60, |i, img| {
+        textimg::draw_text(img, &font, 24.0, 30.0, 60.0, "Dock 9-1200", [10, 10, 10]);
+        if i < 40 {
+            let x = 20.0 + 8.0 * i as f32;
+            textimg::draw_text(img, &font, 24.0, x, 270.0, "Bay 17-4431", [10, 10, 10]);
+        }
+    });
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/bench/+/events");
+    let port = common::free_port();
+    let source = |name: &str, extra: &str| {
+        format!(
+            "[[source]]\nname = \"{name}\"\nkind = \"replay\"\npath = \"tiles.ewraw\"\n{extra}\n[source.events]\nend_after_s = 2\n"
+        )
+    };
+    let cfg = common::write_config(
+        dir.path(),
+        &broker,
+        &format!(
+            "{}{}",
+            source("plain", ""),
+            source("reuse", "motion = true\nmotion_refresh_s = 60")
+        ),
+        &format!(
+            "[tiling]\nmode = \"tiles\"\ntile = 224\noverlap = 32\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    );
+    let mut daemon = Daemon::start(&cfg);
+    // The crossing label ends on both sources (the still one stays).
+    sub.wait_until(
+        Duration::from_secs(120),
+        "the moving label's end on both",
+        |all| {
+            ["plain", "reuse"]
+                .iter()
+                .all(|s| events_of(all, s).iter().any(|e| e["type"] == "end"))
+        },
+    );
+    let (_, metrics) = common::http_get(port, "/metrics");
+    daemon.stop_cleanly();
+    let all = sub.all();
+    let tiles = |src: &str, outcome: &str| {
+        common::metric(
+            &metrics,
+            &format!("edgewatch_tiles_total{{source=\"{src}\",outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let pixels = |src: &str| {
+        common::metric(
+            &metrics,
+            &format!("edgewatch_model_pixels_total{{source=\"{src}\"}}"),
+        )
+        .unwrap()
+    };
+    let inferred = |src: &str| {
+        common::metric(
+            &metrics,
+            &format!("edgewatch_camera_frames_total{{source=\"{src}\",outcome=\"inferred\"}}"),
+        )
+        .unwrap()
+    };
+    eprintln!(
+        "FIGURES tile reuse: plain {} frames, {} tiles run, {} model px; reuse {} frames, {} tiles run, {} reused, {} model px",
+        inferred("plain"),
+        tiles("plain", "run"),
+        pixels("plain"),
+        inferred("reuse"),
+        tiles("reuse", "run"),
+        tiles("reuse", "reused"),
+        pixels("reuse")
+    );
+    assert_eq!(tiles("plain", "reused"), 0.0, "plain passes run every tile");
+    assert!(tiles("reuse", "reused") > 0.0, "still tiles kept their map");
+    let per_frame = |src: &str| tiles(src, "run") / inferred(src);
+    assert!(
+        per_frame("reuse") < 0.8 * per_frame("plain"),
+        "fewer tiles a frame: {} vs {}",
+        per_frame("reuse"),
+        per_frame("plain")
+    );
+    // Both sources saw the same two labels the same way: the still one
+    // from its first frame to the stop, the moving one across the frame.
+    for src in ["plain", "reuse"] {
+        let ev = events_of(&all, src);
+        let mut tracks: std::collections::BTreeMap<u64, Vec<&serde_json::Value>> =
+            Default::default();
+        for e in &ev {
+            tracks
+                .entry(e["track_id"].as_u64().unwrap())
+                .or_default()
+                .push(e);
+        }
+        assert_eq!(tracks.len(), 2, "{src}: {ev:#?}");
+        let (still, moving): (Vec<_>, Vec<_>) =
+            tracks.values().partition(|es| centre(es[0]).1 < 160.0);
+        let (still, moving) = (still[0], moving[0]);
+        let kinds = |es: &[&serde_json::Value]| -> Vec<String> {
+            es.iter()
+                .map(|e| e["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            kinds(still).first().map(String::as_str),
+            Some("new"),
+            "{src}"
+        );
+        assert_eq!(
+            kinds(still).iter().filter(|k| *k == "end").count(),
+            1,
+            "{src}: the still label ends only at the stop: {:?}",
+            kinds(still)
+        );
+        assert_eq!(still.last().unwrap()["type"], "end");
+        let frames = still.last().unwrap()["frames"].as_u64().unwrap();
+        assert!(
+            frames as f64 >= 0.9 * inferred(src),
+            "{src}: the still label was in {frames} of {} inferred frames",
+            inferred(src)
+        );
+        let xs: Vec<f64> = moving.iter().map(|e| centre(e).0).collect();
+        assert_eq!(kinds(moving).first().map(String::as_str), Some("new"));
+        assert_eq!(kinds(moving).last().map(String::as_str), Some("end"));
+        assert!(
+            xs.last().unwrap() - xs[0] > 200.0,
+            "{src}: the moving label was followed: {xs:?}"
+        );
+    }
+}

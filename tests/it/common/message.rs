@@ -32,6 +32,7 @@ pub fn sample_message(seq: u64) -> Message {
             post: 3.0,
             total: 273.0,
         },
+        work: Default::default(),
     };
     let model = ModelInfo {
         name: "ppocr-det-v4".into(),
