@@ -364,8 +364,38 @@ fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
-        vec![toml_issue(text, key, e.inner())]
+        let mut issue = toml_issue(text, key, e.inner());
+        if let Some(hint) = source_keys_hint(text, &issue) {
+            issue.reason.push_str(&hint);
+        }
+        vec![issue]
     })
+}
+
+/// Where to find the keys a stream source takes, for an unknown one: the
+/// stream keys are flattened into each kind's table, and serde then names
+/// the stray key without listing the known ones.
+fn source_keys_hint(text: &str, issue: &ConfigIssue) -> Option<String> {
+    if !issue.reason.starts_with("unknown field") || issue.reason.contains("expected") {
+        return None;
+    }
+    let index: usize = issue
+        .key
+        .strip_prefix("source[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let kind = table
+        .get("source")?
+        .as_array()?
+        .get(index)?
+        .get("kind")?
+        .as_str()?
+        .to_string();
+    Some(format!(
+        "; a {kind} source takes the keys listed for kind = \"{kind}\" and for every stream in docs/configuration.md"
+    ))
 }
 
 fn toml_issue(text: &str, key: String, e: &toml::de::Error) -> ConfigIssue {
@@ -568,6 +598,31 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].line, Some(3));
         assert!(found[0].reason.contains("famly"), "{:?}", found[0]);
+    }
+
+    #[test]
+    fn an_unknown_stream_key_is_named_with_where_the_keys_are() {
+        for (kind, own) in [
+            ("camera", "device = \"/dev/video0\""),
+            ("replay", "path = \"a.ewraw\""),
+            ("rtsp", "url = \"rtsp://cam/live\""),
+        ] {
+            let found = issues(
+                &format!(
+                    "[model]\npath = \"m.onnx\"\n[[source]]\nname = \"c\"\nkind = \"{kind}\"\n{own}\nmotoin = true\n"
+                ),
+                Purpose::Detect,
+            );
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].key, "source[0]");
+            let reason = &found[0].reason;
+            assert!(reason.contains("`motoin`"), "{reason}");
+            assert!(
+                reason.contains(&format!("kind = \"{kind}\""))
+                    && reason.contains("docs/configuration.md"),
+                "{reason}"
+            );
+        }
     }
 
     #[test]

@@ -335,10 +335,10 @@ impl RunningSources {
                         reconnect_min: crate::source::camera::RECONNECT_MIN,
                         reconnect_max: Duration::from_secs(c.reconnect_max_s),
                         max_pixels: ctx.max_pixels,
-                        motion: c.motion_settings(),
+                        motion: c.stream.motion_settings(),
                     };
                     ctx.scenes
-                        .configure(&name, c.scene(), silent_after(source, c.fps));
+                        .configure(&name, c.stream.scene(), silent_after(source, c.fps));
                     let opener = crate::source::camera::V4l2Opener::new(c);
                     stream_body(Box::new(opener), settings, ctx, own_stop.clone())
                 }
@@ -358,10 +358,10 @@ impl RunningSources {
                         reconnect_min: crate::source::rtsp::RECONNECT_MIN,
                         reconnect_max: Duration::from_secs(r.reconnect_max_s),
                         max_pixels: (r.width as u64 * r.height as u64).min(ctx.max_pixels),
-                        motion: r.motion_settings(),
+                        motion: r.stream.motion_settings(),
                     };
                     ctx.scenes
-                        .configure(&name, r.scene(), silent_after(source, r.fps));
+                        .configure(&name, r.stream.scene(), silent_after(source, r.fps));
                     let opener = crate::source::rtsp::RtspOpener::new(r);
                     stream_body(Box::new(opener), settings, ctx, own_stop.clone())
                 }
@@ -379,10 +379,10 @@ impl RunningSources {
                     reconnect_min: crate::source::camera::RECONNECT_MIN,
                     reconnect_max: Duration::from_secs(10),
                     max_pixels: ctx.max_pixels,
-                    motion: r.motion_settings(),
+                    motion: r.stream.motion_settings(),
                 };
                 ctx.scenes
-                    .configure(&name, r.scene(), silent_after(source, r.fps));
+                    .configure(&name, r.stream.scene(), silent_after(source, r.fps));
                 let opener = crate::source::replay::ReplayOpener::new(r);
                 stream_body(Box::new(opener), settings, ctx, own_stop.clone())
             }

@@ -205,13 +205,7 @@ fn record_device(args: RecordArgs, format: edgewatch::source::camera::FormatChoi
         buffers: 4,
         frame_timeout_s: 5,
         reconnect_max_s: 10,
-        publish: edgewatch::events::config::default_publish(),
-        motion: false,
-        motion_refresh_s: 10.0,
-        zones: Vec::new(),
-        mask: Vec::new(),
-        events: Default::default(),
-        snapshots: None,
+        stream: edgewatch::source::stream_keys::StreamKeys::default(),
     };
     let mut opener = edgewatch::source::camera::V4l2Opener::new(&cfg);
     match edgewatch::source::record::from_device(&mut opener, args.frames, &args.out) {

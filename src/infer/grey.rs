@@ -99,6 +99,24 @@ impl SmallGrey {
     }
 }
 
+/// A test picture: a 40 px checkerboard, with a white 24 px square at
+/// `square` if given (what motion gating and tile reuse must notice).
+#[cfg(test)]
+pub(crate) fn checker_scene(w: u32, h: u32, square: Option<(u32, u32)>) -> RgbImage {
+    let mut img = RgbImage::from_fn(w, h, |x, y| {
+        let v = ((x / 40 + y / 40) % 2 * 60 + 60) as u8;
+        image::Rgb([v, v, v])
+    });
+    if let Some((sx, sy)) = square {
+        for y in sy..sy + 24 {
+            for x in sx..sx + 24 {
+                img.put_pixel(x, y, image::Rgb([250, 250, 250]));
+            }
+        }
+    }
+    img
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub mod record;
 pub mod replay;
 pub mod rtsp;
 pub mod stream;
+pub mod stream_keys;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -108,35 +109,25 @@ impl SourceConfig {
         }
     }
 
+    /// A stream's event and motion keys; `None` for folders.
+    pub fn stream_keys(&self) -> Option<&stream_keys::StreamKeys> {
+        match self {
+            SourceConfig::Folder(_) => None,
+            SourceConfig::Camera(c) => Some(&c.stream),
+            SourceConfig::Replay(r) => Some(&r.stream),
+            SourceConfig::Rtsp(r) => Some(&r.stream),
+        }
+    }
+
     /// A stream's event keys; `None` for folders (a file's one message
     /// already is its event).
     pub fn scene(&self) -> Option<crate::events::config::SceneConfig> {
-        match self {
-            SourceConfig::Folder(_) => None,
-            SourceConfig::Camera(c) => Some(c.scene()),
-            SourceConfig::Replay(r) => Some(r.scene()),
-            SourceConfig::Rtsp(r) => Some(r.scene()),
-        }
+        self.stream_keys().map(|k| k.scene())
     }
 
     /// A stream's motion gate, when `motion = true`.
     pub fn motion_settings(&self) -> Option<motion::MotionSettings> {
-        match self {
-            SourceConfig::Folder(_) => None,
-            SourceConfig::Camera(c) => c.motion_settings(),
-            SourceConfig::Replay(r) => r.motion_settings(),
-            SourceConfig::Rtsp(r) => r.motion_settings(),
-        }
-    }
-
-    /// `motion_refresh_s` of a stream.
-    fn motion_refresh_s(&self) -> Option<f64> {
-        match self {
-            SourceConfig::Folder(_) => None,
-            SourceConfig::Camera(c) => Some(c.motion_refresh_s),
-            SourceConfig::Replay(r) => Some(r.motion_refresh_s),
-            SourceConfig::Rtsp(r) => Some(r.motion_refresh_s),
-        }
+        self.stream_keys().and_then(|k| k.motion_settings())
     }
 
     pub(crate) fn resolve_paths(&mut self, resolve: &dyn Fn(&mut PathBuf)) {
@@ -215,17 +206,9 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
                 }
             }
         }
-        if let Some(scene) = source.scene() {
-            for (k, reason) in scene.validate() {
+        if let Some(keys) = source.stream_keys() {
+            for (k, reason) in keys.validate() {
                 out.push((key(&k), reason));
-            }
-        }
-        if let Some(refresh) = source.motion_refresh_s() {
-            if !(refresh > 0.0 && refresh.is_finite()) {
-                out.push((
-                    key("motion_refresh_s"),
-                    format!("{refresh} is not a positive number of seconds"),
-                ));
             }
         }
     }

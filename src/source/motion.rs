@@ -139,18 +139,7 @@ mod tests {
     use super::*;
 
     fn scene(square_at: Option<(u32, u32)>) -> RgbImage {
-        let mut img = RgbImage::from_fn(1280, 720, |x, y| {
-            let v = ((x / 40 + y / 40) % 2 * 60 + 60) as u8;
-            image::Rgb([v, v, v])
-        });
-        if let Some((sx, sy)) = square_at {
-            for y in sy..sy + 24 {
-                for x in sx..sx + 24 {
-                    img.put_pixel(x, y, image::Rgb([250, 250, 250]));
-                }
-            }
-        }
-        img
+        crate::infer::grey::checker_scene(1280, 720, square_at)
     }
 
     #[test]

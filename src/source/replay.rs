@@ -47,27 +47,9 @@ pub struct ReplayConfig {
     /// as fast as frames are read.
     #[serde(default = "d_realtime")]
     pub realtime: bool,
-    /// What it publishes: `["events"]` (the default), `["frames"]` or both.
-    #[serde(default = "crate::events::config::default_publish")]
-    pub publish: Vec<crate::events::config::Publish>,
-    /// Skip inference while nothing in the picture moves.
-    #[serde(default)]
-    pub motion: bool,
-    /// With `motion`, a frame is inferred at least this often anyway.
-    #[serde(default = "crate::source::motion::default_refresh_s")]
-    pub motion_refresh_s: f64,
-    /// Named zones (`[[source.zones]]`): events list those a box is in.
-    #[serde(default)]
-    pub zones: Vec<crate::events::config::ZoneConfig>,
-    /// Polygons whose detections (and motion) are ignored.
-    #[serde(default)]
-    pub mask: Vec<Vec<[f32; 2]>>,
-    /// When objects are announced (`[source.events]`).
-    #[serde(default)]
-    pub events: crate::events::config::EventsConfig,
-    /// JPEG crops of new objects (`[source.snapshots]`).
-    #[serde(default)]
-    pub snapshots: Option<crate::events::config::SnapshotConfig>,
+    /// Events, motion, zones, masks and snapshots (`stream_keys`).
+    #[serde(flatten)]
+    pub stream: crate::source::stream_keys::StreamKeys,
 }
 
 fn d_every_nth() -> u32 {
@@ -78,24 +60,6 @@ fn d_realtime() -> bool {
 }
 
 impl ReplayConfig {
-    /// Its event keys, gathered.
-    pub fn scene(&self) -> crate::events::config::SceneConfig {
-        crate::events::config::SceneConfig {
-            publish: self.publish.clone(),
-            zones: self.zones.clone(),
-            mask: self.mask.clone(),
-            events: self.events.clone(),
-            snapshots: self.snapshots.clone(),
-        }
-    }
-
-    /// Its motion gate, when `motion = true`.
-    pub fn motion_settings(&self) -> Option<crate::source::motion::MotionSettings> {
-        self.motion.then(|| crate::source::motion::MotionSettings {
-            refresh: std::time::Duration::from_secs_f64(self.motion_refresh_s.max(0.0)),
-            mask: self.mask.clone(),
-        })
-    }
     pub(crate) fn resolve_paths(&mut self, resolve: &dyn Fn(&mut PathBuf)) {
         resolve(&mut self.path);
     }
@@ -414,13 +378,7 @@ mod tests {
             every_nth: 1,
             looping: false,
             realtime: true,
-            publish: crate::events::config::default_publish(),
-            motion: false,
-            motion_refresh_s: 10.0,
-            zones: Vec::new(),
-            mask: Vec::new(),
-            events: Default::default(),
-            snapshots: None,
+            stream: crate::source::stream_keys::StreamKeys::default(),
         }
     }
 

@@ -77,27 +77,9 @@ pub struct RtspConfig {
     /// Longest wait between reconnect attempts.
     #[serde(default = "d_reconnect_max")]
     pub reconnect_max_s: u64,
-    /// What it publishes: `["events"]` (the default), `["frames"]` or both.
-    #[serde(default = "crate::events::config::default_publish")]
-    pub publish: Vec<crate::events::config::Publish>,
-    /// Skip inference while nothing in the picture moves.
-    #[serde(default)]
-    pub motion: bool,
-    /// With `motion`, a frame is inferred at least this often anyway.
-    #[serde(default = "crate::source::motion::default_refresh_s")]
-    pub motion_refresh_s: f64,
-    /// Named zones (`[[source.zones]]`): events list those a box is in.
-    #[serde(default)]
-    pub zones: Vec<crate::events::config::ZoneConfig>,
-    /// Polygons whose detections (and motion) are ignored.
-    #[serde(default)]
-    pub mask: Vec<Vec<[f32; 2]>>,
-    /// When objects are announced (`[source.events]`).
-    #[serde(default)]
-    pub events: crate::events::config::EventsConfig,
-    /// JPEG crops of new objects (`[source.snapshots]`).
-    #[serde(default)]
-    pub snapshots: Option<crate::events::config::SnapshotConfig>,
+    /// Events, motion, zones, masks and snapshots (`stream_keys`).
+    #[serde(flatten)]
+    pub stream: crate::source::stream_keys::StreamKeys,
 }
 
 fn d_every_nth() -> u32 {
@@ -117,24 +99,6 @@ fn d_reconnect_max() -> u64 {
 }
 
 impl RtspConfig {
-    /// Its event keys, gathered.
-    pub fn scene(&self) -> crate::events::config::SceneConfig {
-        crate::events::config::SceneConfig {
-            publish: self.publish.clone(),
-            zones: self.zones.clone(),
-            mask: self.mask.clone(),
-            events: self.events.clone(),
-            snapshots: self.snapshots.clone(),
-        }
-    }
-
-    /// Its motion gate, when `motion = true`.
-    pub fn motion_settings(&self) -> Option<crate::source::motion::MotionSettings> {
-        self.motion.then(|| crate::source::motion::MotionSettings {
-            refresh: std::time::Duration::from_secs_f64(self.motion_refresh_s.max(0.0)),
-            mask: self.mask.clone(),
-        })
-    }
     pub(crate) fn resolve_paths(&mut self, resolve: &dyn Fn(&mut PathBuf)) {
         if let Some(p) = &mut self.password_file {
             resolve(p);

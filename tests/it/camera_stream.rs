@@ -51,13 +51,7 @@ fn replay(path: &Path, looping: bool, realtime: bool) -> ReplayConfig {
         every_nth: 1,
         looping,
         realtime,
-        publish: edgewatch::events::config::default_publish(),
-        motion: false,
-        motion_refresh_s: 10.0,
-        zones: Vec::new(),
-        mask: Vec::new(),
-        events: Default::default(),
-        snapshots: None,
+        stream: edgewatch::source::stream_keys::StreamKeys::default(),
     }
 }
 
