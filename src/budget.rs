@@ -183,7 +183,15 @@ impl WorkerCost {
                 e = e.max(whole);
                 d.push_str(&format!(" or the whole frame at {side}"));
             }
-            (e, d, (tiling.scale as f64).powi(2))
+            let mut scale2 = (tiling.scale as f64).powi(2);
+            if tiling.mode == TilingMode::Guided {
+                // The coarse pass runs in tiles too; its map is kept beside
+                // the fine one.
+                let coarse = crate::infer::guided::coarse_scale(tiling.min_text_px, tiling.scale);
+                scale2 += (coarse as f64).powi(2);
+                d.push_str(&format!(", a coarse pass at scale {coarse:.2}"));
+            }
+            (e, d, scale2)
         };
         WorkerCost {
             engine,
@@ -501,6 +509,25 @@ mod tests {
         let p = plan(&input(512, &m, &t, 2)).unwrap();
         assert_eq!(p.workers, 2, "{p}");
         assert!(p.total() <= p.budget);
+    }
+
+    #[test]
+    fn guided_takes_4k_on_the_default_budget_and_counts_its_coarse_map() {
+        let m = model(None);
+        let auto = TilingConfig::default();
+        let guided = TilingConfig {
+            mode: TilingMode::Guided,
+            ..TilingConfig::default()
+        };
+        let a = plan(&input(256, &m, &auto, 2)).unwrap();
+        let g = plan(&input(256, &m, &guided, 2)).unwrap();
+        assert!(g.max_pixels >= 3840 * 2160, "{g}");
+        assert!(g.total() <= g.budget, "{g}");
+        assert!(g.to_string().contains("coarse pass at scale 0.60"), "{g}");
+        // No whole-frame pass at max_side, but a second (coarse) map: a
+        // 4K frame costs about what it costs in `auto`.
+        let cost = |p: &MemoryPlan| WorkerCost::new(&m, if p == &g { &guided } else { &auto });
+        assert!(cost(&g).peak(3840 * 2160) <= cost(&a).peak(3840 * 2160) * 11 / 10);
     }
 
     #[test]

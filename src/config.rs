@@ -236,6 +236,14 @@ impl Config {
         for (key, reason) in &tiling_issues {
             bad(&format!("tiling.{key}"), reason.clone());
         }
+        if self.tiling.mode == crate::infer::tiling::TilingMode::Guided
+            && self.model.family == crate::infer::Family::Yolo
+        {
+            bad(
+                "tiling.mode",
+                "guided reads a text model's probability map; a yolo model tiles: use \"auto\" or \"tiles\"".into(),
+            );
+        }
         if self.max_pixels_per_byte == 0 {
             bad(
                 "max_pixels_per_byte",
@@ -633,6 +641,24 @@ mod tests {
         );
         assert_eq!(found[0].key, "decode.threshold");
         assert_eq!(found[0].line, Some(4));
+    }
+
+    #[test]
+    fn guided_tiling_is_for_text_models_and_min_text_px_is_checked() {
+        let found = issues(
+            "[model]\npath = \"m.onnx\"\nfamily = \"yolo\"\n[tiling]\nmode = \"guided\"\n",
+            Purpose::Detect,
+        );
+        assert!(found.iter().any(|i| i.key == "tiling.mode"), "{found:?}");
+        let found = issues(
+            "[model]\npath = \"m.onnx\"\n[tiling]\nmode = \"guided\"\nmin_text_px = 0.5\n",
+            Purpose::Detect,
+        );
+        assert!(
+            found.iter().any(|i| i.key == "tiling.min_text_px"),
+            "{found:?}"
+        );
+        assert!(!found.iter().any(|i| i.key == "tiling.mode"), "{found:?}");
     }
 
     #[test]

@@ -158,6 +158,137 @@ pub fn render(
     (img, boxes)
 }
 
+/// A cluttered scene (shelves, boxes, shadows: rectangles of many shades
+/// with a little texture) with `labels` small paper labels on it, each a
+/// light patch with one line of `px_lo..=px_hi` px text: what a camera over
+/// a warehouse sees. Seeded like `render`.
+pub fn render_busy(
+    width: u32,
+    height: u32,
+    seed: u64,
+    labels: usize,
+    px_lo: u32,
+    px_hi: u32,
+) -> (RgbImage, Vec<TextBox>) {
+    let font = font();
+    let mut rng = Rng::new(seed);
+    let mut img = RgbImage::from_fn(width, height, |x, y| {
+        let v = (90 + ((x / 7 + y / 5) % 9) * 3) as u8;
+        Rgb([v, v.saturating_add(4), v.saturating_sub(6)])
+    });
+    // Clutter: rectangles of random shade and size, some with stripes.
+    for _ in 0..(width as u64 * height as u64 / 40_000) {
+        let (w, h) = (rng.range(20, 400), rng.range(20, 300));
+        let (x0, y0) = (
+            rng.range(0, width.saturating_sub(w).max(1)),
+            rng.range(0, height.saturating_sub(h).max(1)),
+        );
+        let c = [
+            rng.range(30, 200) as u8,
+            rng.range(30, 200) as u8,
+            rng.range(30, 200) as u8,
+        ];
+        let stripes = rng.range(0, 3) == 0;
+        for y in y0..(y0 + h).min(height) {
+            for x in x0..(x0 + w).min(width) {
+                let d = if stripes && (x / 6) % 2 == 0 { 25 } else { 0 };
+                img.put_pixel(x, y, Rgb(c.map(|v| v.saturating_sub(d))));
+            }
+        }
+    }
+    let mut boxes = Vec::new();
+    let mut placed: Vec<[u32; 4]> = Vec::new();
+    while boxes.len() < labels {
+        let px = rng.range(px_lo, px_hi + 1) as f32;
+        let text = phrase(&mut rng);
+        let w = (px * 0.62 * text.len() as f32) as u32 + 24;
+        let h = px as u32 + 16;
+        let x0 = rng.range(8, width - w - 8);
+        let y0 = rng.range(8, height - h - 8);
+        let patch = [x0, y0, x0 + w, y0 + h];
+        if placed.iter().any(|p| {
+            p[0] < patch[2] + 40
+                && patch[0] < p[2] + 40
+                && p[1] < patch[3] + 40
+                && patch[1] < p[3] + 40
+        }) {
+            continue;
+        }
+        let paper = [
+            rng.range(225, 250) as u8,
+            rng.range(225, 250) as u8,
+            rng.range(215, 245) as u8,
+        ];
+        for y in y0..y0 + h {
+            for x in x0..x0 + w {
+                img.put_pixel(x, y, Rgb(paper));
+            }
+        }
+        let baseline = y0 as f32 + 8.0 + px * 0.8;
+        if let Some(bbox) = draw_text(
+            &mut img,
+            &font,
+            px,
+            x0 as f32 + 12.0,
+            baseline,
+            &text,
+            [15, 15, 25],
+        ) {
+            boxes.push(TextBox { text, bbox });
+            placed.push(patch);
+        }
+    }
+    (img, boxes)
+}
+
+/// A printed page: white, margins, lines of `px_lo..=px_hi` px text at
+/// 1.6× line spacing, paragraph breaks, ragged right. Seeded like `render`.
+pub fn render_page(
+    width: u32,
+    height: u32,
+    seed: u64,
+    px_lo: u32,
+    px_hi: u32,
+) -> (RgbImage, Vec<TextBox>) {
+    let font = font();
+    let mut rng = Rng::new(seed);
+    let mut img = RgbImage::from_pixel(width, height, Rgb([250, 250, 247]));
+    let margin = width / 12;
+    let mut boxes = Vec::new();
+    let mut y = margin as f32;
+    while y < (height - margin) as f32 {
+        let px = rng.range(px_lo, px_hi + 1) as f32;
+        let words = rng.range(1, 4);
+        let text: Vec<String> = (0..words).map(|_| phrase(&mut rng)).collect();
+        let mut text = text.join(" ");
+        // Ragged right: the line stops before the right margin.
+        while px * 0.62 * text.len() as f32 > (width - 2 * margin) as f32 {
+            text.truncate(text.len() * 3 / 4);
+            text = text.trim_end().to_string();
+        }
+        let baseline = y + px * 0.8;
+        if baseline + px * 0.3 > (height - margin) as f32 {
+            break;
+        }
+        if let Some(bbox) = draw_text(
+            &mut img,
+            &font,
+            px,
+            margin as f32,
+            baseline,
+            &text,
+            [20, 20, 20],
+        ) {
+            boxes.push(TextBox { text, bbox });
+        }
+        y += px * 1.6;
+        if rng.range(0, 6) == 0 {
+            y += px;
+        }
+    }
+    (img, boxes)
+}
+
 /// Intersection over union of two axis-aligned boxes.
 pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
     let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);

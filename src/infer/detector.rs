@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use image::RgbImage;
 
+use super::guided;
 use super::model::Head;
 use super::preprocess::{decode_file_checked, whole_frame_size, DecodeError, Preprocessor};
 use super::tile_reuse::{TileCounts, TileReuse};
-use super::tiling::{TilePlan, TilingConfig};
+use super::tiling::{scaled_size, TilePlan, TilingConfig, TilingMode};
 use super::{Engine, InferError};
 use crate::postprocess::db::{self, ProbMap};
 use crate::postprocess::merge::{merge, MergeConfig, MergeStrategy};
@@ -128,6 +129,18 @@ pub struct Detector {
     settings: DetectorSettings,
     /// The stitched probability map, reused from frame to frame.
     stitch: Vec<u8>,
+    /// The coarse pass's map (`guided`).
+    coarse: Vec<u8>,
+}
+
+/// How a tile's map goes into the stitched one.
+#[derive(Debug, Clone, Copy)]
+enum Stitch {
+    /// The pixels the tile owns (a plan's owned rectangles partition it).
+    Owned,
+    /// The larger of the two values, over all the tile shows (windows that
+    /// overlap freely).
+    Max,
 }
 
 impl Detector {
@@ -139,6 +152,7 @@ impl Detector {
             pre: Preprocessor::with_normalisation(mean, std, bgr),
             settings,
             stitch: Vec::new(),
+            coarse: Vec::new(),
         }
     }
 
@@ -338,9 +352,15 @@ impl Detector {
         let (w, _) = whole_frame_size(img.width(), img.height(), self.settings.max_side);
         let whole_scale = w as f64 / img.width() as f64;
         let dets = if self.settings.tiling.tiles_frame(whole_scale) {
+            let guided = self.settings.tiling.mode == TilingMode::Guided;
             let mut dets = match reuse {
-                Some(r) => self.tiled_reusing(decoded.image, frame_w, frame_h, timing, work, r)?,
-                None => self.tiled(decoded.image, frame_w, frame_h, timing, work, None)?,
+                // Reuse keeps a map of whole tiles; guided windows move
+                // with the text, so a guided stream runs guided passes.
+                Some(r) if !guided => {
+                    self.tiled_reusing(decoded.image, frame_w, frame_h, timing, work, r)?
+                }
+                _ if guided => self.guided(decoded.image, frame_w, frame_h, timing, work)?,
+                _ => self.tiled(decoded.image, frame_w, frame_h, timing, work, None)?,
             };
             if self.settings.tiling.full_frame {
                 dets.extend(self.whole_frame(decoded.image, frame_w, frame_h, timing, work)?);
@@ -433,21 +453,54 @@ impl Detector {
                 (&planned, &[][..], false)
             }
         };
-        let (sw, sh) = (plan.scaled_w as usize, plan.scaled_h as usize);
-        if !keep || self.stitch.len() != sw * sh {
-            self.stitch.clear();
-            self.stitch.resize(sw * sh, 0);
-        }
-        // A model exported with a fixed batch takes no more tiles at once.
-        let batch = (self.settings.tiling.batch.max(1) as usize)
-            .min(self.engine.input_spec().max_batch.max(1));
         let order: Vec<usize> = (0..plan.tiles.len())
             .filter(|&i| run.get(i).copied().unwrap_or(true))
             .collect();
         work.tiles.run += order.len() as u32;
         work.tiles.reused += (plan.tiles.len() - order.len()) as u32;
-        // Tiles of one shape go together; a plan has at most one shape unless
-        // the frame is smaller than a tile, and then it has one tile.
+        let mut stitch = std::mem::take(&mut self.stitch);
+        let ran = self.run_tiles(
+            img,
+            plan,
+            &order,
+            &mut stitch,
+            keep,
+            Stitch::Owned,
+            timing,
+            work,
+        );
+        self.stitch = stitch;
+        ran?;
+        let (sw, sh) = (plan.scaled_w as usize, plan.scaled_h as usize);
+        let t3 = Instant::now();
+        let dets = self.postprocess_db(ProbMap::u8(&self.stitch, sw, sh), frame_w, frame_h);
+        timing.post += ms(t3, Instant::now());
+        Ok(dets)
+    }
+
+    /// Runs tiles `order` of `plan` through the engine, writing their maps
+    /// into `stitch` (the scaled frame's size; zeroed first unless `keep`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_tiles(
+        &mut self,
+        img: &RgbImage,
+        plan: &TilePlan,
+        order: &[usize],
+        stitch: &mut Vec<u8>,
+        keep: bool,
+        how: Stitch,
+        timing: &mut Timing,
+        work: &mut Work,
+    ) -> Result<(), FrameError> {
+        let len = plan.scaled_w as usize * plan.scaled_h as usize;
+        if !keep || stitch.len() != len {
+            stitch.clear();
+            stitch.resize(len, 0);
+        }
+        // A model exported with a fixed batch takes no more tiles at once.
+        let batch = (self.settings.tiling.batch.max(1) as usize)
+            .min(self.engine.input_spec().max_batch.max(1));
+        // Tiles of one shape go together; a plan's tiles come sorted by shape.
         for chunk in order.chunk_by(|a, b| plan.tiles[*a].hw() == plan.tiles[*b].hw()) {
             for group in chunk.chunks(batch) {
                 let t0 = Instant::now();
@@ -465,14 +518,123 @@ impl Detector {
                 }
                 for (k, &i) in group.iter().enumerate() {
                     let map = &out.data[k * mh * mw..(k + 1) * mh * mw];
-                    plan.stitch_owned(i, map, &mut self.stitch);
+                    match how {
+                        Stitch::Owned => plan.stitch_owned(i, map, stitch),
+                        Stitch::Max => plan.stitch_max(i, map, stitch),
+                    }
                 }
                 timing.add(t0, t1, t2, Instant::now());
             }
         }
-        let t3 = Instant::now();
-        let dets = self.postprocess_db(ProbMap::u8(&self.stitch, sw, sh), frame_w, frame_h);
-        timing.post += ms(t3, Instant::now());
+        Ok(())
+    }
+
+    /// Coarse to fine (`mode = "guided"`): a tiled pass at the coarse scale,
+    /// then full-resolution windows over the candidates whose text is too
+    /// small to read there; large text keeps its coarse detection.
+    fn guided(
+        &mut self,
+        img: &RgbImage,
+        frame_w: u32,
+        frame_h: u32,
+        timing: &mut Timing,
+        work: &mut Work,
+    ) -> Result<Vec<Detection>, FrameError> {
+        let tiling = self.settings.tiling.clone();
+        let coarse_scale = guided::coarse_scale(tiling.min_text_px, tiling.scale);
+        let (sw, sh) = scaled_size(img.width(), img.height(), tiling.scale);
+        // Nothing to gain: the coarse pass would be (nearly) the fine one,
+        // or the whole frame is one tile anyway.
+        if coarse_scale >= 0.9 * tiling.scale || (sw <= tiling.tile && sh <= tiling.tile) {
+            return self.tiled(img, frame_w, frame_h, timing, work, None);
+        }
+        let coarse_cfg = TilingConfig {
+            mode: TilingMode::Auto,
+            scale: coarse_scale,
+            ..tiling.clone()
+        };
+        let coarse_plan = TilePlan::new(img.width(), img.height(), &coarse_cfg);
+        let all: Vec<usize> = (0..coarse_plan.tiles.len()).collect();
+        let mut coarse = std::mem::take(&mut self.coarse);
+        let ran = self.run_tiles(
+            img,
+            &coarse_plan,
+            &all,
+            &mut coarse,
+            false,
+            Stitch::Owned,
+            timing,
+            work,
+        );
+        if let Err(e) = ran {
+            self.coarse = coarse;
+            return Err(e);
+        }
+        let t0 = Instant::now();
+        let (cw, ch) = (coarse_plan.scaled_w as usize, coarse_plan.scaled_h as usize);
+        let coarse_dets = self.postprocess_db(ProbMap::u8(&coarse, cw, ch), frame_w, frame_h);
+        let found = guided::candidates(&coarse, cw, ch, img.width(), img.height());
+        self.coarse = coarse;
+        // Frame pixels per coarse pixel, for box sizes; frames decoded scaled
+        // down report boxes in original frame pixels.
+        let to_frame = frame_h as f64 / ch as f64;
+        let to_img = img.height() as f64 / frame_h as f64;
+        let large = |d: &Detection| {
+            let [x0, y0, x1, y1] = d.bbox;
+            (((x1 - x0).min(y1 - y0)) as f64 / to_frame) >= guided::LARGE_BOX_COARSE_PX as f64
+        };
+        // In frame pixels of the decoded image (candidates are there).
+        let touches = |d: &Detection, r: &[f64; 4]| {
+            let b = d.bbox.map(|v| v as f64 * to_img);
+            b[0] < r[2] && r[0] < b[2] && b[1] < r[3] && r[1] < b[3]
+        };
+        // A candidate is refined unless large text, read well enough at the
+        // coarse scale, covers it.
+        let refine: Vec<[f64; 4]> = found
+            .into_iter()
+            .filter(|r| !coarse_dets.iter().any(|d| large(d) && touches(d, r)))
+            .collect();
+        timing.post += ms(t0, Instant::now());
+        let Some(fine_plan) = guided::window_plan(img.width(), img.height(), &refine, &tiling)
+        else {
+            return Ok(coarse_dets);
+        };
+        let order: Vec<usize> = (0..fine_plan.tiles.len()).collect();
+        work.tiles.run += (coarse_plan.tiles.len() + order.len()) as u32;
+        let mut stitch = std::mem::take(&mut self.stitch);
+        let ran = self.run_tiles(
+            img,
+            &fine_plan,
+            &order,
+            &mut stitch,
+            false,
+            Stitch::Max,
+            timing,
+            work,
+        );
+        self.stitch = stitch;
+        ran?;
+        let t1 = Instant::now();
+        let (fw, fh) = (fine_plan.scaled_w as usize, fine_plan.scaled_h as usize);
+        let mut dets = self.postprocess_db(ProbMap::u8(&self.stitch, fw, fh), frame_w, frame_h);
+        // A window also shows the edge of text nearby that was not refined
+        // (large text, kept from the coarse pass): only text on a refined
+        // candidate counts.
+        dets.retain(|d| refine.iter().any(|r| touches(d, r)));
+        // Large text keeps its coarse box; small text touching a refined
+        // candidate is that text, found again finer.
+        dets.extend(
+            coarse_dets
+                .into_iter()
+                .filter(|d| large(d) || !refine.iter().any(|r| touches(d, r))),
+        );
+        let cfg = MergeConfig {
+            strategy: MergeStrategy::Nms,
+            ..MergeConfig::default()
+        };
+        let mut dets = merge(dets, &cfg);
+        db::sort_reading_order(&mut dets);
+        timing.post += ms(t1, Instant::now());
         Ok(dets)
     }
 

@@ -3,6 +3,7 @@
 
 pub mod detector;
 pub mod grey;
+pub mod guided;
 pub mod model;
 pub mod preprocess;
 pub mod tensorrt;

@@ -28,6 +28,10 @@ pub enum TilingMode {
     /// is one tile of its own size (rounded up to 32), not shrunk.
     #[default]
     Auto,
+    /// Coarse to fine (text models): the whole frame at a coarse scale set by
+    /// `min_text_px`, then full resolution only where the coarse map shows
+    /// text too small to read there (see `guided`).
+    Guided,
 }
 
 impl TilingMode {
@@ -37,6 +41,7 @@ impl TilingMode {
             TilingMode::Off => "off",
             TilingMode::Tiles => "tiles",
             TilingMode::Auto => "auto",
+            TilingMode::Guided => "guided",
         }
     }
 }
@@ -80,6 +85,10 @@ pub struct TilingConfig {
     /// its resolution or more; 1.0 tiles every frame larger than the model.
     #[serde(default = "d_whole_frame_min_scale")]
     pub whole_frame_min_scale: f32,
+    /// `guided`: the smallest text to find, in frame pixels (its height);
+    /// sets the coarse pass's scale.
+    #[serde(default = "super::guided::default_min_text_px")]
+    pub min_text_px: f32,
 }
 
 fn d_whole_frame_min_scale() -> f32 {
@@ -116,6 +125,7 @@ impl Default for TilingConfig {
             match_metric: MatchMetric::default(),
             merge_threshold: d_merge_threshold(),
             whole_frame_min_scale: d_whole_frame_min_scale(),
+            min_text_px: super::guided::default_min_text_px(),
         }
     }
 }
@@ -166,6 +176,15 @@ impl TilingConfig {
                 ),
             ));
         }
+        if !(self.min_text_px >= 2.0 && self.min_text_px <= 512.0) {
+            out.push((
+                "min_text_px",
+                format!(
+                    "{} is not between 2 and 512 (pixels of text height); try 12",
+                    self.min_text_px
+                ),
+            ));
+        }
         if self.batch == 0 || self.batch > 16 {
             out.push((
                 "batch",
@@ -197,6 +216,7 @@ impl TilingConfig {
             TilingMode::Off => false,
             TilingMode::Tiles => true,
             TilingMode::Auto => whole_scale < self.whole_frame_min_scale as f64,
+            TilingMode::Guided => true,
         }
     }
 }
@@ -397,6 +417,26 @@ impl TilePlan {
             let from = (tile.x.own_start - tile.x.start) as usize;
             for (d, p) in dst[x0..x1].iter_mut().zip(&src[from..]) {
                 *d = (p.clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+    }
+
+    /// Puts what tile `i` owns of its probability `map` into `stitched`,
+    /// keeping the larger value where owned parts overlap (windows placed
+    /// freely, as `guided` places them).
+    pub fn stitch_max(&self, i: usize, map: &[f32], stitched: &mut [u8]) {
+        let tile = &self.tiles[i];
+        let (mw, sw) = (tile.x.size as usize, self.scaled_w as usize);
+        let (x0, x1) = (tile.x.own_start as usize, tile.x.own_end as usize);
+        let from = (tile.x.own_start - tile.x.start) as usize;
+        for sy in tile.y.own_start..tile.y.own_end {
+            let ty = (sy - tile.y.start) as usize;
+            let src = &map[ty * mw + from..][..x1 - x0];
+            for (d, p) in stitched[sy as usize * sw + x0..][..x1 - x0]
+                .iter_mut()
+                .zip(src)
+            {
+                *d = (*d).max((p.clamp(0.0, 1.0) * 255.0).round() as u8);
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::textimg::{draw_text, font, iou, recall, render, TextBox};
+use common::textimg::{draw_text, font, iou, recall, render, render_busy, TextBox};
 use edgewatch::config::{Config, Purpose};
 use edgewatch::infer::detector::Detector;
 use edgewatch::infer::model::LoadedModel;
@@ -41,22 +41,29 @@ fn small_text_in_4k_frames_is_found_by_tiles_and_lost_by_whole_frame() {
         mode: TilingMode::Off,
         ..TilingConfig::default()
     });
-    let (mut r_tiled, mut r_whole, mut n) = (0.0, 0.0, 0.0);
+    let mut guided = detector(TilingConfig {
+        mode: TilingMode::Guided,
+        ..TilingConfig::default()
+    });
+    let (mut r_tiled, mut r_whole, mut r_guided, mut n) = (0.0, 0.0, 0.0, 0.0);
     for (img, truth) in &frames {
         let t = recall(truth, &boxes(&mut tiled, img), 0.3);
         let w = recall(truth, &boxes(&mut whole, img), 0.3);
+        let g = recall(truth, &boxes(&mut guided, img), 0.3);
         eprintln!(
-            "{} lines of 12-20 px: recall tiled {t:.3}, whole-frame {w:.3}",
+            "{} lines of 12-20 px: recall tiled {t:.3}, whole-frame {w:.3}, guided {g:.3}",
             truth.len()
         );
         r_tiled += t * truth.len() as f32;
         r_whole += w * truth.len() as f32;
+        r_guided += g * truth.len() as f32;
         n += truth.len() as f32;
     }
-    let (r_tiled, r_whole) = (r_tiled / n, r_whole / n);
-    eprintln!("overall: tiled {r_tiled:.3}, whole-frame {r_whole:.3}");
+    let (r_tiled, r_whole, r_guided) = (r_tiled / n, r_whole / n, r_guided / n);
+    eprintln!("overall: tiled {r_tiled:.3}, whole-frame {r_whole:.3}, guided {r_guided:.3}");
     assert!(n >= 60.0, "too few lines rendered: {n}");
     assert!(r_tiled >= 0.95, "tiled recall {r_tiled:.3} < 0.95");
+    assert!(r_guided >= 0.95, "guided recall {r_guided:.3} < 0.95");
     assert!(
         r_whole <= 0.5,
         "whole-frame recall {r_whole:.3} is not clearly lower"
@@ -118,5 +125,48 @@ fn a_line_across_tile_seams_is_one_box() {
         iou(*touching[0], bbox) >= 0.5,
         "{:?} vs {bbox:?}",
         touching[0]
+    );
+}
+
+#[test]
+fn guided_finds_small_labels_on_a_busy_4k_scene_for_a_fraction_of_the_model_pixels() {
+    // A cluttered warehouse scene, three paper labels of 12-20 px: the
+    // coarse pass marks them (and some clutter), and only those places go
+    // through the model at full resolution.
+    let mut tiled = detector(TilingConfig::default());
+    let mut guided = detector(TilingConfig {
+        mode: TilingMode::Guided,
+        ..TilingConfig::default()
+    });
+    let (mut px_tiled, mut px_guided) = (0u64, 0u64);
+    for seed in [7000, 7001] {
+        let (img, truth) = render_busy(3840, 2160, seed, 3, 12, 20);
+        assert_eq!(truth.len(), 3);
+        let t = tiled.detect_rgb(img.clone()).unwrap();
+        let g = guided.detect_rgb(img.clone()).unwrap();
+        let found = |r: &edgewatch::infer::detector::FrameResult| -> Vec<[f32; 4]> {
+            r.detections.iter().map(|d| d.bbox).collect()
+        };
+        let (rt, rg) = (
+            recall(&truth, &found(&t), 0.3),
+            recall(&truth, &found(&g), 0.3),
+        );
+        eprintln!(
+            "seed {seed}: recall tiled {rt:.2} ({} px, {} runs), guided {rg:.2} ({} px, {} runs)",
+            t.work.model_pixels, t.work.engine_runs, g.work.model_pixels, g.work.engine_runs
+        );
+        assert_eq!(
+            rg,
+            1.0,
+            "guided found every label: {:?} vs {truth:?}",
+            found(&g)
+        );
+        assert!(rg >= rt);
+        px_tiled += t.work.model_pixels;
+        px_guided += g.work.model_pixels;
+    }
+    assert!(
+        (px_guided as f64) < 0.5 * px_tiled as f64,
+        "guided used {px_guided} model pixels, tiles {px_tiled}"
     );
 }

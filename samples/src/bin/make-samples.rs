@@ -1,6 +1,9 @@
 //! Writes seeded sample images (1080p by default) with text at known places,
 //! and prints one JSON line of ground truth per image.
-//! Usage: make-samples OUT_DIR [COUNT] [WIDTH HEIGHT] [LINES PX_LO PX_HI]
+//! Usage: make-samples OUT_DIR [COUNT] [WIDTH HEIGHT] [LINES PX_LO PX_HI] [KIND]
+//! KIND: `lines` (the default: LINES lines on a plain background), `busy`
+//! (LINES paper labels on a cluttered scene) or `page` (a printed page;
+//! LINES is ignored).
 
 use edgewatch_samples as textimg;
 
@@ -13,9 +16,19 @@ fn main() {
     let lines: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(8);
     let px_lo: u32 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(26);
     let px_hi: u32 = args.get(6).and_then(|s| s.parse().ok()).unwrap_or(44);
+    let kind = args.get(7).map(String::as_str).unwrap_or("lines");
     std::fs::create_dir_all(&out).expect("create the output directory");
     for i in 0..count {
-        let (img, boxes) = textimg::render(width, height, 1000 + i, lines, px_lo, px_hi);
+        let seed = 1000 + i;
+        let (img, boxes) = match kind {
+            "lines" => textimg::render(width, height, seed, lines, px_lo, px_hi),
+            "busy" => textimg::render_busy(width, height, seed, lines, px_lo, px_hi),
+            "page" => textimg::render_page(width, height, seed, px_lo, px_hi),
+            other => {
+                eprintln!("make-samples: unknown kind {other:?}; use lines, busy or page");
+                std::process::exit(2);
+            }
+        };
         // Written under a temporary name and renamed, as a camera uploader should.
         let tmp = out.join(format!(".sample-{i:03}.jpg"));
         let dest = out.join(format!("sample-{i:03}.jpg"));
