@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: edgewatch vs RapidOCR (ONNX Runtime + OpenCV) on the
-# same seeded 1080p and 4K images with text at known places, alternating runs.
-# Writes BENCHMARKS.md (or $OUT). Takes about 15 minutes on 2 cores.
+# same seeded images with text at known places, alternating runs: 1080p
+# scenes, A4 pages, dense 4K and 4K labels on a busy scene. Writes
+# BENCHMARKS.md (or $OUT). Takes about 30 minutes on 2 cores.
 #
 #   benches/peer/bench-peer.sh [ROUNDS]          # default 3 rounds
-#   N1080=20 N4K=3 OUT=/tmp/b.md benches/peer/bench-peer.sh 1
+#   N1080=4 NPAGE=3 N4K=2 NLAB=3 CRITERION=0 OUT=/tmp/b.md benches/peer/bench-peer.sh 1
 #   SOAK=2000 benches/peer/bench-peer.sh         # also RSS over 2,000 images
 #
 # RapidOCR and its pinned dependencies are installed into target/peer-pylib
@@ -15,6 +16,8 @@ root=$(pwd)
 rounds=${1:-3}
 n1080=${N1080:-20}
 n4k=${N4K:-3}
+npage=${NPAGE:-6}
+nlab=${NLAB:-6}
 out=${OUT:-$root/BENCHMARKS.md}
 data=$root/target/bench-peer
 pylib=$root/target/peer-pylib
@@ -32,14 +35,19 @@ cargo build --release --locked --quiet -p edgewatch --bin edgewatch -p edgewatch
 
 mkdir -p "$data"
 # Seeded: the same images on every run and every machine.
-if [[ ! -s "$data/1080p.jsonl" || $(wc -l <"$data/1080p.jsonl") -ne $n1080 ]]; then
-  rm -rf "$data/1080p"
-  target/release/make-samples "$data/1080p" "$n1080" 1920 1080 8 26 44 >"$data/1080p.jsonl"
-fi
-if [[ ! -s "$data/4k.jsonl" || $(wc -l <"$data/4k.jsonl") -ne $n4k ]]; then
-  rm -rf "$data/4k"
-  target/release/make-samples "$data/4k" "$n4k" 3840 2160 40 12 20 >"$data/4k.jsonl"
-fi
+# make_set NAME COUNT ARGS...: (re)generates a set when its count changed.
+make_set() {
+  local name=$1 count=$2
+  shift 2
+  if [[ ! -s "$data/$name.jsonl" || $(wc -l <"$data/$name.jsonl") -ne $count ]]; then
+    rm -rf "${data:?}/$name"
+    target/release/make-samples "$data/$name" "$count" "$@" >"$data/$name.jsonl"
+  fi
+}
+make_set 1080p "$n1080" 1920 1080 8 18 48
+make_set pages "$npage" 1240 1754 0 16 30 page
+make_set 4k "$n4k" 3840 2160 40 12 20
+make_set labels "$nlab" 3840 2160 3 12 20 busy
 
 model="$root/engines/ppocr-det-v4.onnx"
 cat >"$data/default.toml" <<EOF
@@ -54,12 +62,13 @@ path = "$model"
 [tiling]
 mode = "off"
 EOF
-cat >"$data/half.toml" <<EOF
-# Frames resampled to half before tiling: about RapidOCR's resolution on 4K.
+cat >"$data/guided.toml" <<EOF
+# Coarse to fine: the whole frame at 6/min_text_px, full resolution only
+# where small text is.
 [model]
 path = "$model"
 [tiling]
-scale = 0.5
+mode = "guided"
 EOF
 cat >"$data/tiles.toml" <<EOF
 # Tiles on every frame larger than the model (1080p too).
@@ -72,20 +81,24 @@ EOF
 python3 benches/peer/compare.py \
   --bin target/release/edgewatch \
   --peer-path "$pylib" \
-  --set "1080p, 8 lines of 26–44 px:$data/1080p.jsonl" \
+  --set "1080p, 8 lines of 18–48 px:$data/1080p.jsonl" \
+  --set "A4 pages, 1240×1754, lines of 16–30 px:$data/pages.jsonl" \
   --set "4K, 40 lines of 12–20 px:$data/4k.jsonl" \
+  --set "4K, 3 labels of 12–20 px on a busy scene:$data/labels.jsonl" \
   --runner "edgewatch, default:$data/default.toml" \
+  --runner "edgewatch, guided:$data/guided.toml" \
   --runner "edgewatch, tiling off:$data/whole.toml" \
   --runner "edgewatch, tiles always:$data/tiles.toml" \
-  --runner "edgewatch, tiles at scale 0.5:$data/half.toml" \
   --rounds "$rounds" \
-  --command "benches/peer/bench-peer.sh $rounds" \
+  --command "$(for v in N1080 NPAGE N4K NLAB CRITERION; do [[ -n ${!v:-} ]] && printf '%s=%s ' "$v" "${!v}"; done)benches/peer/bench-peer.sh $rounds" \
   --out "$out"
 
 # The criterion guards: medians appended to the same report.
-echo "running the criterion benches ..."
-cargo bench --locked --quiet --bench pipeline -- --noplot >"$data/criterion.txt" 2>/dev/null
-python3 benches/peer/criterion_table.py "$data/criterion.txt" >>"$out"
+if [[ ${CRITERION:-1} != 0 ]]; then
+  echo "running the criterion benches ..."
+  cargo bench --locked --quiet --bench pipeline -- --noplot >"$data/criterion.txt" 2>/dev/null
+  python3 benches/peer/criterion_table.py "$data/criterion.txt" >>"$out"
+fi
 
 # Optional: RSS over a long run (SOAK=2000 takes about 10 minutes).
 if [[ ${SOAK:-0} -gt 0 ]]; then
