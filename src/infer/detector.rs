@@ -595,9 +595,29 @@ impl Detector {
             .filter(|r| !coarse_dets.iter().any(|d| large(d) && touches(d, r)))
             .collect();
         timing.post += ms(t0, Instant::now());
-        let Some(fine_plan) = guided::window_plan(img.width(), img.height(), &refine, &tiling)
+        let Some(windows) = guided::window_plan(img.width(), img.height(), &refine, &tiling)
         else {
             return Ok(coarse_dets);
+        };
+        // Text all over the frame: plain tiles cost no more than windows.
+        let tiles = TilePlan::new(
+            img.width(),
+            img.height(),
+            &TilingConfig {
+                mode: TilingMode::Auto,
+                ..tiling.clone()
+            },
+        );
+        let px = |p: &TilePlan| -> u64 {
+            p.tiles
+                .iter()
+                .map(|t| t.x.size as u64 * t.y.size as u64)
+                .sum()
+        };
+        let (fine_plan, how) = if px(&windows) < px(&tiles) {
+            (windows, Stitch::Max)
+        } else {
+            (tiles, Stitch::Owned)
         };
         let order: Vec<usize> = (0..fine_plan.tiles.len()).collect();
         work.tiles.run += (coarse_plan.tiles.len() + order.len()) as u32;
@@ -608,7 +628,7 @@ impl Detector {
             &order,
             &mut stitch,
             false,
-            Stitch::Max,
+            how,
             timing,
             work,
         );
