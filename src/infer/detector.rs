@@ -595,8 +595,7 @@ impl Detector {
             .filter(|r| !coarse_dets.iter().any(|d| large(d) && touches(d, r)))
             .collect();
         timing.post += ms(t0, Instant::now());
-        let Some(windows) = guided::window_plan(img.width(), img.height(), &refine, &tiling)
-        else {
+        let Some(windows) = guided::window_plan(img.width(), img.height(), &refine, &tiling) else {
             return Ok(coarse_dets);
         };
         // Text all over the frame: plain tiles cost no more than windows.
