@@ -33,12 +33,6 @@ pub const LARGE_BOX_COARSE_PX: f32 = 20.0;
 const MARGIN: f64 = 24.0;
 const MARGIN_MAX: f64 = 48.0;
 
-/// `min_text_px` when unset: the ink height of a 12 px font's capitals and
-/// digits (label and meter text on a 4K frame).
-pub fn default_min_text_px() -> f32 {
-    10.0
-}
-
 /// The coarse pass's scale for `min_text_px`, never above the fine scale.
 pub fn coarse_scale(min_text_px: f32, fine_scale: f32) -> f32 {
     (COARSE_TEXT_PX / min_text_px.max(1.0)).min(fine_scale)
@@ -239,7 +233,7 @@ mod tests {
     #[test]
     fn the_coarse_scale_follows_the_smallest_text_wanted() {
         assert!((coarse_scale(12.0, 1.0) - 0.5).abs() < 1e-6);
-        assert!((coarse_scale(default_min_text_px(), 1.0) - 0.6).abs() < 1e-6);
+        assert!((coarse_scale(TilingConfig::default().min_text_px, 1.0) - 0.6).abs() < 1e-6);
         assert_eq!(
             coarse_scale(3.0, 1.0),
             1.0,

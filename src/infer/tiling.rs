@@ -87,8 +87,14 @@ pub struct TilingConfig {
     pub whole_frame_min_scale: f32,
     /// `guided`: the smallest text to find, in frame pixels (its height);
     /// sets the coarse pass's scale.
-    #[serde(default = "super::guided::default_min_text_px")]
+    #[serde(default = "d_min_text_px")]
     pub min_text_px: f32,
+}
+
+/// `min_text_px` when unset: the ink height of a 12 px font's capitals and
+/// digits (label and meter text on a 4K frame).
+fn d_min_text_px() -> f32 {
+    10.0
 }
 
 fn d_whole_frame_min_scale() -> f32 {
@@ -125,7 +131,7 @@ impl Default for TilingConfig {
             match_metric: MatchMetric::default(),
             merge_threshold: d_merge_threshold(),
             whole_frame_min_scale: d_whole_frame_min_scale(),
-            min_text_px: super::guided::default_min_text_px(),
+            min_text_px: d_min_text_px(),
         }
     }
 }
