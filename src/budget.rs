@@ -27,6 +27,14 @@ const PLAN_FILE_FACTOR: u64 = 2;
 /// activations, input and output tensors (tract, PP-OCR det; measured
 /// 77 B/px end to end, including the frame and post-processing).
 const ENGINE_BYTES_PER_PIXEL: u64 = 72;
+/// ONNX Runtime (`backend = "onnxruntime"`), measured on PP-OCR det here
+/// with its CPU arena on and memory patterns off (infer/onnxruntime): the
+/// library and environment, each worker's session (weights prepacked,
+/// the arena's first blocks, kernel scratch), and its activations per
+/// model-input pixel (the arena keeps the largest run's blocks).
+const ORT_RUNTIME_BYTES: u64 = 40 * MIB;
+const ORT_SESSION_BYTES: u64 = 40 * MIB;
+const ORT_BYTES_PER_PIXEL: u64 = 112;
 /// Stitched map (1 B/px) plus, after inference, the binary mask (1) and the
 /// contour tracer's labels (4): per scaled frame pixel.
 const POST_BYTES_PER_PIXEL: f64 = 6.0;
@@ -167,14 +175,19 @@ struct WorkerCost {
 impl WorkerCost {
     fn new(model: &ModelConfig, tiling: &TilingConfig) -> WorkerCost {
         let side = model.max_side as u64;
-        let whole = (ENGINE_BYTES_PER_PIXEL + 5) * side * side;
+        let (per_pixel, session) = if model.backend == crate::infer::Backend::Onnxruntime {
+            (ORT_BYTES_PER_PIXEL, ORT_SESSION_BYTES)
+        } else {
+            (ENGINE_BYTES_PER_PIXEL, 0)
+        };
+        let whole = (per_pixel + 5) * side * side + session;
         let (engine, engine_detail, scale2) = if tiling.mode == TilingMode::Off {
             (whole, format!("whole frame at max_side {side}"), 0.0)
         } else {
             let t = tiling.tile as u64;
             let b = tiling.batch as u64;
             // Resampling crops into a tile-sized buffer when scale != 1.
-            let mut e = ENGINE_BYTES_PER_PIXEL * b * t * t + 3 * t * t;
+            let mut e = per_pixel * b * t * t + 3 * t * t + session;
             let mut d = format!("{b} x {t}x{t} tile(s) per run");
             if tiling.full_frame {
                 e = e.max(whole);
@@ -462,6 +475,19 @@ pub fn tensorrt_item(
             },
             onnx_bytes as f64 / MIB as f64,
             activations as f64 / MIB as f64
+        ),
+    }
+}
+
+/// The memory plan's `onnxruntime` line: the library and its environment
+/// (each worker's session and activations are in the worker's share).
+pub fn onnxruntime_item() -> Item {
+    Item {
+        name: "onnxruntime".into(),
+        bytes: ORT_RUNTIME_BYTES,
+        detail: format!(
+            "library and environment; each worker's session {} MiB and {ORT_BYTES_PER_PIXEL} B per model pixel",
+            ORT_SESSION_BYTES / MIB
         ),
     }
 }

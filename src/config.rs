@@ -192,6 +192,9 @@ impl Config {
         if let Some(p) = self.model.labels_file.as_mut() {
             resolve(p);
         }
+        if let Some(p) = self.model.onnxruntime_library.as_mut() {
+            resolve(p);
+        }
         if let Some(m) = self.mqtt.as_mut() {
             resolve(&mut m.outbox);
             for p in [
@@ -313,16 +316,20 @@ impl Config {
             .unwrap_or(0);
         // One engine on one GPU: more workers would only hold more copies.
         let mut model = self.model.clone();
-        let accelerator = (model.backend == crate::infer::Backend::Tensorrt).then(|| {
-            model.workers = Some(model.workers.unwrap_or(1));
-            crate::budget::tensorrt_item(
-                &self.tensorrt,
-                self.memory_budget_mb,
-                model_bytes,
-                self.model.max_side,
-                self.tiling.batch,
-            )
-        });
+        let accelerator = match model.backend {
+            crate::infer::Backend::Tensorrt => {
+                model.workers = Some(model.workers.unwrap_or(1));
+                Some(crate::budget::tensorrt_item(
+                    &self.tensorrt,
+                    self.memory_budget_mb,
+                    model_bytes,
+                    self.model.max_side,
+                    self.tiling.batch,
+                ))
+            }
+            crate::infer::Backend::Onnxruntime => Some(crate::budget::onnxruntime_item()),
+            crate::infer::Backend::Cpu => None,
+        };
         crate::budget::plan(&PlanInput {
             budget_mb: self.memory_budget_mb,
             model: &model,

@@ -90,7 +90,7 @@ pub fn run(
         plan: plan.clone(),
         model: model.clone(),
     });
-    let engines = Arc::new(crate::infer::EngineSlot::new(Arc::new(model.tract.clone())));
+    let engines = Arc::new(crate::infer::EngineSlot::new(model.engines.clone()));
     #[cfg(feature = "tensorrt")]
     let mut gpu =
         crate::tensorrt_startup::Startup::begin(config_path, &config, &model, &engines, &metrics)?;

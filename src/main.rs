@@ -354,14 +354,14 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
     let workers = workers.min(images.len()).max(1);
     let failed = std::thread::scope(|scope| {
         for _ in 0..workers {
-            let engine = match model.tract.engine() {
+            let engine = match model.engines.engine() {
                 Ok(e) => e,
                 Err(e) => {
                     eprintln!("edgewatch: {e}");
                     return usize::MAX;
                 }
             };
-            let mut detector = Detector::new(Box::new(engine), settings.clone());
+            let mut detector = Detector::new(engine, settings.clone());
             let (tx, next, model, config) = (tx.clone(), &next, &model, &config);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);

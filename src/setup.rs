@@ -7,8 +7,10 @@ use crate::budget::MemoryPlan;
 use crate::config::Config;
 use crate::infer::detector::DetectorSettings;
 use crate::infer::model::LoadedModel;
+use crate::infer::onnxruntime::OrtModel;
 use crate::infer::preprocess::whole_frame_size;
 use crate::infer::tract::use_multithreaded_matmul;
+use crate::infer::Backend;
 
 /// Detector settings derived from the configuration, its memory plan and the
 /// loaded model. Labels from the config are re-resolved, so a reload can
@@ -67,7 +69,24 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
     }
     // The shape most frames will use is optimised now: a broken model fails
     // at start-up, and the first frame is fast.
-    let model = LoadedModel::load(&config.model, warm_shape(config))?;
+    let mut model = LoadedModel::load(&config.model, warm_shape(config))?;
+    if config.model.backend == Backend::Onnxruntime {
+        let threads = (cores / plan.workers.max(1)).max(1);
+        match open_onnxruntime(config, &model, threads) {
+            Ok(ort) => {
+                tracing::info!(
+                    "ONNX Runtime {} from {}: {} worker session(s) of {threads} thread(s)",
+                    ort.runtime().version,
+                    ort.runtime().library.display(),
+                    plan.workers
+                );
+                model.use_engines(std::sync::Arc::new(ort));
+            }
+            Err(why) => tracing::warn!(
+                "model.backend = \"onnxruntime\" but {why}. Serving on tract (pure Rust) instead"
+            ),
+        }
+    }
     tracing::info!(
         "model {}: {} classes, labels from {}, input {}x{}",
         model.info.name,
@@ -77,6 +96,26 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
         model.input.1
     );
     Ok((model, plan))
+}
+
+/// ONNX Runtime for `model`, or why not, in one line.
+fn open_onnxruntime(
+    config: &Config,
+    model: &LoadedModel,
+    threads: usize,
+) -> Result<OrtModel, String> {
+    let library = crate::infer::onnxruntime::library::locate(
+        config.model.onnxruntime_library.as_deref(),
+        &config.model.path,
+    )?;
+    let runtime = crate::infer::onnxruntime::engine::open(&library)?;
+    OrtModel::load(
+        runtime,
+        &config.model.path,
+        model.tract.input_spec().clone(),
+        threads,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The NCHW input of a 1080p frame, the most common one, tiled or whole.

@@ -5,6 +5,7 @@ pub mod detector;
 pub mod grey;
 pub mod guided;
 pub mod model;
+pub mod onnxruntime;
 pub mod preprocess;
 pub mod tensorrt;
 pub mod tile_reuse;
@@ -38,6 +39,9 @@ pub enum Backend {
     Cpu,
     /// TensorRT FP16 engine (Jetson / NVIDIA GPUs; needs the `tensorrt` feature).
     Tensorrt,
+    /// ONNX Runtime on the CPU, from a library found at run time; tract
+    /// when there is none.
+    Onnxruntime,
 }
 
 impl Backend {
@@ -46,6 +50,7 @@ impl Backend {
         match self {
             Backend::Cpu => "cpu",
             Backend::Tensorrt => "tensorrt",
+            Backend::Onnxruntime => "onnxruntime",
         }
     }
 
@@ -54,6 +59,7 @@ impl Backend {
         match self {
             Backend::Cpu => "tract-cpu",
             Backend::Tensorrt => "tensorrt",
+            Backend::Onnxruntime => onnxruntime::LABEL,
         }
     }
 }
@@ -70,6 +76,10 @@ pub struct ModelConfig {
     /// Backend.
     #[serde(default)]
     pub backend: Backend,
+    /// `backend = "onnxruntime"`: the `libonnxruntime.so` to open. Default:
+    /// found on the usual paths (`infer/onnxruntime/library.rs`).
+    #[serde(default)]
+    pub onnxruntime_library: Option<PathBuf>,
     /// Class labels, by class id. When empty: `labels_file`, then the ONNX
     /// metadata `names`, then `text` (DB) or `class0…` (others).
     #[serde(default)]
@@ -165,6 +175,18 @@ impl ModelConfig {
                 out.push(("backend", why));
             }
         }
+        if let Some(lib) = &self.onnxruntime_library {
+            if !lib.is_file() {
+                out.push((
+                    "onnxruntime_library",
+                    format!(
+                        "{} is not a file; {}",
+                        lib.display(),
+                        onnxruntime::library::HOW_TO_GET
+                    ),
+                ));
+            }
+        }
         if self.labels.iter().any(|l| l.trim().is_empty()) {
             out.push(("labels", "labels must not be empty strings".into()));
         }
@@ -208,6 +230,7 @@ impl ModelConfig {
             path,
             family: Family::default(),
             backend: Backend::default(),
+            onnxruntime_library: None,
             labels: Vec::new(),
             labels_file: None,
             input: None,

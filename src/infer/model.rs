@@ -69,6 +69,9 @@ pub struct LoadedModel {
     /// Input `(width, height)` for letterboxed and cropped families (YOLO,
     /// classify): the ONNX file's fixed size, or `model.input`.
     pub input: (u32, u32),
+    /// The CPU backend frames start on: tract, or ONNX Runtime once
+    /// [`LoadedModel::use_engines`] installs it.
+    pub engines: std::sync::Arc<dyn super::EngineFactory>,
 }
 
 impl LoadedModel {
@@ -146,6 +149,7 @@ impl LoadedModel {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
         Ok(LoadedModel {
+            engines: std::sync::Arc::new(tract.clone()),
             tract,
             info: ModelInfo {
                 name,
@@ -159,6 +163,16 @@ impl LoadedModel {
             label_origin,
             input,
         })
+    }
+}
+
+impl LoadedModel {
+    /// Frames run on `engines` instead of tract. Tract's optimised plans are
+    /// dropped (the parsed model stays, for TensorRT's checks).
+    pub fn use_engines(&mut self, engines: std::sync::Arc<dyn super::EngineFactory>) {
+        self.info.backend = engines.label();
+        self.engines = engines;
+        self.tract.forget_plans();
     }
 }
 

@@ -127,6 +127,11 @@ impl TractModel {
         Ok(plan)
     }
 
+    /// Drops every optimised plan (engines keep the ones they hold).
+    pub fn forget_plans(&self) {
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// A new engine (its own run states) over the shared plans.
     pub fn engine(&self) -> Result<TractEngine, InferError> {
         Ok(TractEngine {

@@ -18,6 +18,7 @@ mod events;
 mod families;
 mod journald;
 mod memory_budget;
+mod onnxruntime;
 mod power_cut;
 mod reload_sources;
 mod restart;
