@@ -42,5 +42,27 @@ assert worst <= 1.0, f"boxes differ by up to {worst:.2f} px"
 print(f"same detections (boxes within {worst:.2f} px)")
 PY
 
+echo "== detect on ONNX Runtime under qemu-aarch64 (the wheel for glibc 2.27)"
+ORT_ARCH=aarch64 ORT_GLIBC=2.27 ./engines/fetch-onnxruntime.sh "$work/ort"
+ort_lib=$(readlink -f "$work/ort/libonnxruntime.so")
+./cross/check-glibc.sh "$ort_lib" 2.27
+printf '[model]\npath = "%s/engines/ppocr-det-v4.onnx"\nbackend = "onnxruntime"\nonnxruntime_library = "%s"\n' \
+  "$PWD" "$ort_lib" >"$work/ort.toml"
+start=$(date +%s%N)
+"${qemu[@]}" "$bin" detect --config "$work/ort.toml" "$img" >"$work/arm-ort.json" 2>"$work/arm-ort.log"
+echo "aarch64 detect on ONNX Runtime under qemu took $(( ($(date +%s%N) - start) / 1000000 )) ms"
+grep -q "ONNX Runtime 1\." "$work/arm-ort.log" || { cat "$work/arm-ort.log" >&2; echo "error: ONNX Runtime did not start on aarch64" >&2; exit 1; }
+python3 - "$work/arm-ort.json" "$work/x86.json" <<'PY'
+import json, sys
+arm, x86 = (json.loads(open(p).readline()) for p in sys.argv[1:3])
+assert arm["model"]["backend"] == "onnxruntime-cpu", arm["model"]
+a = [d["box"] for d in arm["detections"]]
+b = [d["box"] for d in x86["detections"]]
+assert a and len(a) == len(b), f"box counts differ: {len(a)} (aarch64 ONNX Runtime) vs {len(b)} (x86 tract)"
+worst = max(abs(p - q) for x, y in zip(a, b) for p, q in zip(x, y))
+assert worst <= 2.0, f"boxes differ by up to {worst:.2f} px"
+print(f"aarch64 on ONNX Runtime: the x86 tract detections, boxes within {worst:.2f} px")
+PY
+
 ./deploy/deb/build-deb.sh "$bin" arm64
 ./deploy/deb/test-deb.sh target/deb/edgewatch_*_arm64.deb

@@ -44,6 +44,7 @@ if $cross; then
     "qemu-user:runs the aarch64 build (cross/test.sh)"
     "libc6-arm64-cross:the aarch64 loader and libc for qemu"
     "libgcc-s1-arm64-cross:libgcc_s for the aarch64 build under qemu"
+    "libstdc++6-arm64-cross:libstdc++ for ONNX Runtime's aarch64 library under qemu"
     "lintian:checks the .deb"
   )
 fi

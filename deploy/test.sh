@@ -23,6 +23,7 @@ fi
 
 ./deploy/install-deps.sh --cross --tests
 ./engines/fetch-models.sh
+./engines/fetch-onnxruntime.sh
 ./engines/make-test-models.sh
 
 echo "== cargo fmt --check"

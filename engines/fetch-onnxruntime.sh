@@ -5,6 +5,8 @@
 # operator runs this (or brings their own library) and points
 # model.onnxruntime_library at the file, or leaves it where edgewatch looks.
 # Idempotent. Usage: fetch-onnxruntime.sh [DIR]   (default: engines/onnxruntime)
+# For another machine: ORT_ARCH=aarch64 ORT_GLIBC=2.27 fetch-onnxruntime.sh DIR
+# (cross/test.sh fetches the Jetson's library this way).
 #
 # x86_64 and aarch64 with glibc >= 2.28: 1.32.0. aarch64 with glibc 2.27
 # (JetPack 4, Ubuntu 18.04): 1.19.2, the newest wheel tagged manylinux_2_27;
@@ -13,8 +15,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${1:-$here/onnxruntime}
-arch=$(uname -m)
-glibc=$(getconf GNU_LIBC_VERSION | awk '{print $2}')
+arch=${ORT_ARCH:-$(uname -m)}
+glibc=${ORT_GLIBC:-$(getconf GNU_LIBC_VERSION | awk '{print $2}')}
 older_glibc() { [[ "$(printf '%s\n%s\n' "$1" "$glibc" | sort -V | head -1)" != "$1" ]]; }
 
 case "$arch" in

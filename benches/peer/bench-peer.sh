@@ -23,6 +23,7 @@ data=$root/target/bench-peer
 pylib=$root/target/peer-pylib
 
 ./engines/fetch-models.sh >/dev/null
+./engines/fetch-onnxruntime.sh >/dev/null
 if ! PYTHONPATH="$pylib" python3 -c "import rapidocr_onnxruntime" 2>/dev/null; then
   echo "installing rapidocr-onnxruntime==1.4.4 into $pylib ..."
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
@@ -70,12 +71,19 @@ path = "$model"
 [tiling]
 mode = "guided"
 EOF
-cat >"$data/tiles.toml" <<EOF
-# Tiles on every frame larger than the model (1080p too).
+cat >"$data/ort.toml" <<EOF
+# As shipped, on ONNX Runtime (engines/fetch-onnxruntime.sh, found beside the model).
 [model]
 path = "$model"
+backend = "onnxruntime"
+EOF
+cat >"$data/ort-guided.toml" <<EOF
+# Coarse to fine on ONNX Runtime.
+[model]
+path = "$model"
+backend = "onnxruntime"
 [tiling]
-whole_frame_min_scale = 1.0
+mode = "guided"
 EOF
 
 python3 benches/peer/compare.py \
@@ -88,7 +96,8 @@ python3 benches/peer/compare.py \
   --runner "edgewatch, default:$data/default.toml" \
   --runner "edgewatch, guided:$data/guided.toml" \
   --runner "edgewatch, tiling off:$data/whole.toml" \
-  --runner "edgewatch, tiles always:$data/tiles.toml" \
+  --runner "edgewatch on ONNX Runtime, default:$data/ort.toml" \
+  --runner "edgewatch on ONNX Runtime, guided:$data/ort-guided.toml" \
   --rounds "$rounds" \
   --command "$(for v in N1080 NPAGE N4K NLAB CRITERION; do [[ -n ${!v:-} ]] && printf '%s=%s ' "$v" "${!v}"; done)benches/peer/bench-peer.sh $rounds" \
   --out "$out"
@@ -98,6 +107,9 @@ if [[ ${CRITERION:-1} != 0 ]]; then
   echo "running the criterion benches ..."
   cargo bench --locked --quiet --bench pipeline -- --noplot >"$data/criterion.txt" 2>/dev/null
   python3 benches/peer/criterion_table.py "$data/criterion.txt" >>"$out"
+  echo "running the engine benches ..."
+  cargo bench --locked --quiet --bench engines -- --noplot >"$data/engines.txt" 2>/dev/null
+  python3 benches/peer/engine_table.py "$data/engines.txt" >>"$out"
 fi
 
 # Optional: RSS over a long run (SOAK=2000 takes about 10 minutes).

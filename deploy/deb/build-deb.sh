@@ -23,6 +23,9 @@ install -D -m 0755 "$bin" "$pkg/usr/bin/edgewatch"
 install -D -m 0644 systemd/edgewatch.service "$pkg/lib/systemd/system/edgewatch.service"
 install -D -m 0644 deploy/edgewatch.toml "$pkg/etc/edgewatch/edgewatch.toml"
 install -D -m 0755 engines/fetch-models.sh "$pkg/usr/share/edgewatch/fetch-models.sh"
+# backend = "onnxruntime": the operator fetches the library into the engines
+# folder, where edgewatch looks (beside the model); nothing else is shipped.
+install -D -m 0755 engines/fetch-onnxruntime.sh "$pkg/usr/share/edgewatch/fetch-onnxruntime.sh"
 install -D -m 0644 deploy/deb/copyright "$pkg/usr/share/doc/edgewatch/copyright"
 install -D -m 0644 deploy/deb/lintian-overrides "$pkg/usr/share/lintian/overrides/edgewatch"
 printf 'edgewatch (%s) stable; urgency=medium\n\n  * Package built from the edgewatch repository.\n\n -- edgewatch developers <edgewatch@example.org>  %s\n' \

@@ -20,7 +20,8 @@ dpkg_root() { DPKG_ROOT="$root" dpkg --root="$root" --force-script-chrootless --
 echo "== install $(basename "$deb") into $root"
 dpkg_root -i "$deb"
 for f in usr/bin/edgewatch lib/systemd/system/edgewatch.service etc/edgewatch/edgewatch.toml \
-         usr/share/edgewatch/fetch-models.sh usr/share/doc/edgewatch/copyright; do
+         usr/share/edgewatch/fetch-models.sh usr/share/edgewatch/fetch-onnxruntime.sh \
+         usr/share/doc/edgewatch/copyright; do
   [[ -e $root/$f ]] || fail "/$f not installed"
 done
 grep -q '^edgewatch:x:[0-9]*:[0-9]*:.*:/var/lib/edgewatch:/usr/sbin/nologin$' "$root/etc/passwd" \

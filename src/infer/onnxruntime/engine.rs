@@ -37,6 +37,16 @@ pub fn open(library: &Path) -> Result<Runtime, String> {
     if let Some(rt) = opened.as_ref() {
         return Ok(rt.clone());
     }
+    // Opened here first for the loader's own reason when it fails (`ort`
+    // reports only "dlopen failed"); `ort` then opens the same file again.
+    // SAFETY: ONNX Runtime's initialisers only set up its own state.
+    let _probe = unsafe { libloading::Library::new(library) }.map_err(|e| {
+        format!(
+            "cannot open ONNX Runtime at {}: {}; {HOW_TO_GET}",
+            library.display(),
+            crate::frame::one_line(&e.to_string())
+        )
+    })?;
     let builder = ort::init_from(library).map_err(|e| {
         format!(
             "cannot open ONNX Runtime at {}: {}; {HOW_TO_GET}",
