@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod frame;
+pub mod hugepages;
 pub mod infer;
 pub mod postprocess;
 pub mod reload;

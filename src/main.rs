@@ -16,6 +16,10 @@ use edgewatch::infer::detector::Detector;
 use edgewatch::sink::payload::Message;
 use edgewatch::{daemon, setup};
 
+/// Big buffers on huge pages, returned to the system when freed (hugepages.rs).
+#[global_allocator]
+static ALLOC: edgewatch::hugepages::HugePageAlloc = edgewatch::hugepages::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "edgewatch",
