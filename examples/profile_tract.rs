@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     }
     let total = started.elapsed();
     let mut rows: Vec<_> = by_op.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1 .0));
     println!(
         "tract on {w}x{h}, {runs} runs, {:.1} ms a run",
         total.as_secs_f64() * 1e3 / runs as f64

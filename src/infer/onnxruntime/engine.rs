@@ -145,21 +145,24 @@ impl OrtModel {
             path: self.path.clone(),
             reason: format!("ONNX Runtime {}: {e}", self.runtime.version),
         };
-        Session::builder(&self.runtime.env)
-            .map_err(|e| err(e.to_string()))?
-            // The arena keeps activations between runs: without it every
-            // large tensor is a fresh mmap (budget.rs returns large buffers
-            // to the system) and runs took twice as long here. Its size is
-            // in the memory plan (budget.rs, ORT_*).
+        let built = |e: ort::Error<ort::session::builder::SessionBuilder>| err(e.to_string());
+        let b = Session::builder(&self.runtime.env).map_err(|e| err(e.to_string()))?;
+        // The arena keeps activations between runs: without it every large
+        // tensor is a fresh mmap (budget.rs returns large buffers to the
+        // system) and runs took twice as long here. Its size is in the
+        // memory plan (budget.rs, ORT_*).
+        let b = b
             .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(true).build()])
-            .and_then(|b| b.with_intra_threads(self.threads))
-            .and_then(|b| b.with_inter_threads(1))
-            // A memory pattern is planned per input shape and held beside
-            // the arena: 75 MiB more at 1080p, no faster, measured here.
-            .and_then(|b| b.with_memory_pattern(false))
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All))
-            .map_err(|e| err(e.to_string()))?
-            .commit_from_memory(&self.bytes)
+            .map_err(built)?;
+        let b = b.with_intra_threads(self.threads).map_err(built)?;
+        let b = b.with_inter_threads(1).map_err(built)?;
+        // A memory pattern is planned per input shape and held beside the
+        // arena: 75 MiB more at 1080p, no faster, measured here.
+        let b = b.with_memory_pattern(false).map_err(built)?;
+        let mut b = b
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(built)?;
+        b.commit_from_memory(&self.bytes)
             .map_err(|e| err(crate::frame::one_line(&e.to_string())))
     }
 }
