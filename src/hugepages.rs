@@ -5,8 +5,8 @@
 //! (`budget::release_large_buffers`), so each activation tensor tract makes
 //! is a fresh mapping, faulted in 4 KiB at a time: on a 4K frame that was a
 //! fifth of the run. Mapped 2 MiB-aligned and marked `MADV_HUGEPAGE`, the
-//! same buffers fault in 2 MiB at a time (the kernel's THP setting
-//! `madvise`, Debian's and JetPack's default, honours it). Freeing them still
+//! same buffers fault in 2 MiB at a time, where the kernel's THP setting is
+//! `madvise` (Debian's default) or `always`. Freeing them still
 //! unmaps them, so the plan holds. Measured in BENCHMARKS.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};
