@@ -57,7 +57,15 @@ pub struct Config {
     /// The TensorRT backend (`model.backend = "tensorrt"`).
     #[serde(default)]
     pub tensorrt: crate::infer::tensorrt::settings::TensorrtConfig,
+    /// When the configured tile did not fit the budget and a smaller one
+    /// was chosen: what was changed, for one INFO line at start-up.
+    #[serde(skip)]
+    pub plan_fitted: Option<String>,
 }
+
+/// Smallest tile (and whole-frame side) the plan shrinks to on its own: a
+/// text line needs room around it, and the overlap must stay a minority.
+const MIN_FITTED_TILE: u32 = 320;
 
 fn default_pixels_per_byte() -> u64 {
     20_000
@@ -151,14 +159,22 @@ impl Config {
         purpose: Purpose,
     ) -> Result<Config, Vec<ConfigIssue>> {
         let mut config = parse(text)?;
+        if purpose == Purpose::Run && config.mqtt.is_none() {
+            config.mqtt = Some(MqttConfig::default());
+        }
         config.resolve_paths(base);
         config.resolve_family_defaults();
-        let issues = config.validate(purpose);
+        config.fit_plan();
+        let mut issues = config.validate(purpose);
         if issues.is_empty() {
-            Ok(config)
-        } else {
-            Err(issues)
+            return Ok(config);
         }
+        // Value checks know the key, not the place: the file tells it.
+        let spans = crate::config_spans::Spans::new(text);
+        for issue in issues.iter_mut().filter(|i| i.line.is_none()) {
+            issue.line = spans.line(&issue.key);
+        }
+        Err(issues)
     }
 
     /// Defaults that depend on the model family.
@@ -175,6 +191,43 @@ impl Config {
         // A classifier labels the whole frame; tiles would each get a label.
         if self.model.family == Family::Classify {
             self.tiling.mode = TilingMode::Off;
+        }
+    }
+
+    /// The plan fits before it refuses: when not even one worker fits with
+    /// the configured text tile (and whole-frame side), smaller ones are
+    /// tried, 32 px at a time down to 320 px. Tiles see text at the same
+    /// scale whatever their size, so what is found stays the same; a
+    /// smaller whole-frame side makes `auto` tile more frames. Nothing is
+    /// changed when the plan fits, or when nothing smaller fits either.
+    fn fit_plan(&mut self) {
+        use crate::infer::tiling::TilingMode;
+        if self.model.family != crate::infer::Family::Db
+            || self.tiling.mode == TilingMode::Off
+            || self.memory_budget_mb == 0
+            || self.max_pixels == Some(0)
+            || !matches!(self.memory_plan(), Err(ref e) if e.key == "memory_budget_mb")
+            || !self.tiling.validate().is_empty()
+        {
+            return;
+        }
+        let (tile, side) = (self.tiling.tile, self.model.max_side);
+        let floor = MIN_FITTED_TILE.max((2 * self.tiling.overlap + 64).next_multiple_of(32));
+        let mut trial = self.clone();
+        while trial.tiling.tile > floor {
+            trial.tiling.tile -= 32;
+            if self.tiling.mode == TilingMode::Auto || self.tiling.full_frame {
+                // The whole-frame pass shrinks with the tile, in step.
+                trial.model.max_side = trial.model.max_side.saturating_sub(32).max(floor);
+            }
+            if trial.memory_plan().is_ok() {
+                trial.plan_fitted = Some(format!(
+                    "memory plan: tiling.tile {tile} and model.max_side {side} do not fit memory_budget_mb = {} with one worker; using tile {} and max_side {} (text is still seen at full resolution in tiles); set them, or raise memory_budget_mb, to choose yourself",
+                    self.memory_budget_mb, trial.tiling.tile, trial.model.max_side
+                ));
+                *self = trial;
+                return;
+            }
         }
     }
 
@@ -281,24 +334,18 @@ impl Config {
         for (key, reason) in self.telemetry.validate() {
             bad(&format!("telemetry.{key}"), reason);
         }
-        if purpose == Purpose::Run {
-            if self.sources.is_empty() {
-                bad(
-                    "source",
-                    "no [[source]] is configured; add one, e.g. [[source]] name = \"inbox\" kind = \"folder\" path = \"/var/lib/edgewatch/inbox\"".into(),
-                );
-            }
-            match &self.mqtt {
-                None => bad(
-                    "mqtt",
-                    "the [mqtt] section is missing; add [mqtt] url = \"mqtt://127.0.0.1:1883\""
-                        .into(),
-                ),
-                Some(m) => {
-                    for (key, reason) in m.validate() {
-                        bad(&format!("mqtt.{key}"), reason);
-                    }
-                }
+        if purpose == Purpose::Run && self.sources.is_empty() {
+            bad(
+                "source",
+                "no [[source]] is configured; add one, e.g. [[source]] name = \"inbox\" kind = \"folder\" path = \"/var/lib/edgewatch/inbox\"".into(),
+            );
+        }
+        // A missing [mqtt] is the defaults, as an empty header is (`from_toml`
+        // fills it in for the daemon); one that is there is checked for
+        // every purpose, so `check-config --detect` never checks less.
+        if let Some(m) = &self.mqtt {
+            for (key, reason) in m.validate() {
+                bad(&format!("mqtt.{key}"), reason);
             }
         }
         for (key, reason) in crate::source::validate_sources(&self.sources) {
@@ -383,8 +430,30 @@ fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
         if let Some(hint) = source_keys_hint(text, &issue) {
             issue.reason.push_str(&hint);
         }
+        within_source(text, &mut issue);
         vec![issue]
     })
+}
+
+/// serde names an unknown key inside a source's sub-table (`[source.events]`)
+/// only by its source, at the `[[source]]` header: the file gives its full
+/// key and line.
+fn within_source(text: &str, issue: &mut ConfigIssue) {
+    let Some(name) = issue
+        .reason
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    else {
+        return;
+    };
+    if !issue.key.starts_with("source[") || issue.key.contains('.') {
+        return;
+    }
+    let spans = crate::config_spans::Spans::new(text);
+    if let Some((key, line)) = spans.find_within(&issue.key, name) {
+        issue.key = key;
+        issue.line = Some(line);
+    }
 }
 
 /// Where to find the keys a stream source takes, for an unknown one: the
@@ -598,10 +667,11 @@ mod tests {
     }
 
     #[test]
-    fn run_requires_sources_and_mqtt_and_names_both() {
+    fn run_requires_sources_but_not_an_mqtt_section() {
         let found = issues(MINIMAL, Purpose::Run);
         let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, vec!["source", "mqtt"]);
+        // Every [mqtt] key has a default: a missing section is an empty one.
+        assert_eq!(keys, vec!["source"]);
     }
 
     #[test]
@@ -629,7 +699,9 @@ mod tests {
                 Purpose::Detect,
             );
             assert_eq!(found.len(), 1, "{found:?}");
-            assert_eq!(found[0].key, "source[0]");
+            // The full key and its line, not the `[[source]]` header.
+            assert_eq!(found[0].key, "source[0].motoin");
+            assert_eq!(found[0].line, Some(7));
             let reason = &found[0].reason;
             assert!(reason.contains("`motoin`"), "{reason}");
             assert!(
@@ -752,5 +824,49 @@ mod tests {
             Config::load(Path::new("/nonexistent/edgewatch.toml"), Purpose::Detect).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/edgewatch.toml"));
         assert!(err.to_string().contains("cannot read"));
+    }
+
+    /// RapidOCR 3.10's PP-OCRv6 small detector (9.9 MB) on ONNX Runtime
+    /// did not fit the default budget with a 960 px tile; the plan now
+    /// takes a smaller tile and says so, and refuses only when nothing fits.
+    #[test]
+    fn a_tile_that_does_not_fit_is_made_smaller_before_the_plan_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx"), vec![0u8; 9_900_000]).unwrap();
+        let text = "[model]\npath = \"m.onnx\"\nbackend = \"onnxruntime\"\n";
+        let mut unfitted = parse(text).unwrap();
+        unfitted.resolve_paths(dir.path());
+        unfitted.resolve_family_defaults();
+        let e = unfitted
+            .memory_plan()
+            .expect_err("960 px tiles do not fit 320 MiB");
+        assert_eq!(e.key, "memory_budget_mb");
+        let c = Config::from_toml(text, dir.path(), Purpose::Detect).unwrap();
+        assert!(
+            c.tiling.tile < 960 && c.tiling.tile >= MIN_FITTED_TILE,
+            "{}",
+            c.tiling.tile
+        );
+        assert!(c.memory_plan().is_ok());
+        let note = c.plan_fitted.as_deref().expect("the change is said");
+        assert!(
+            note.contains(&format!("using tile {}", c.tiling.tile)),
+            "{note}"
+        );
+        // The largest tile that fits: one step larger does not.
+        let mut larger = c.clone();
+        larger.tiling.tile += 32;
+        larger.model.max_side += 32;
+        assert!(larger.memory_plan().is_err());
+        // Nothing fits a tiny budget: refused as before, naming the budget.
+        let found = issues(&format!("memory_budget_mb = 100\n{text}"), Purpose::Detect);
+        assert!(
+            found.iter().any(|i| i.key == "memory_budget_mb"),
+            "{found:?}"
+        );
+        // A plan that fits is left alone.
+        let fine =
+            Config::from_toml("[model]\npath = \"m.onnx\"\n", dir.path(), Purpose::Detect).unwrap();
+        assert_eq!((fine.tiling.tile, fine.plan_fitted), (960, None));
     }
 }

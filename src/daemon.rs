@@ -43,6 +43,9 @@ pub fn run(
     let started = std::time::Instant::now();
     let (model, plan) = load_model(&config)?;
     let workers = plan.workers;
+    if let Some(note) = &config.plan_fitted {
+        tracing::info!("{note}");
+    }
     tracing::info!("{}", plan.summary());
     let mqtt_cfg = config
         .mqtt
@@ -59,7 +62,13 @@ pub fn run(
             &config.device,
             Some(heartbeats.register("mqtt", stage_timeout)),
         )
-        .map_err(anyhow::Error::msg)?,
+        .map_err(|e| {
+            if e.is_config_error() {
+                anyhow::Error::new(ConfigRejected(e.to_string()))
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?,
     );
 
     let (tx, rx) = bounded::<Job>(workers * 2);
@@ -112,14 +121,6 @@ pub fn run(
         },
         workers,
     )?;
-    tracing::info!(
-        "edgewatch ready in {} ms: model {} ({}, {workers} worker(s)), {} source(s), broker {}",
-        started.elapsed().as_millis(),
-        model.info.name,
-        engines.current().1.label(),
-        config.sources.len(),
-        mqtt_cfg.url
-    );
 
     let telemetry = match &config.telemetry.listen {
         Some(listen) => Some(
@@ -136,6 +137,15 @@ pub fn run(
         ),
         None => None,
     };
+    // Ready only once everything that can stop the start has started.
+    tracing::info!(
+        "edgewatch ready in {} ms: model {} ({}, {workers} worker(s)), {} source(s), broker {}",
+        started.elapsed().as_millis(),
+        model.info.name,
+        engines.current().1.label(),
+        config.sources.len(),
+        crate::sink::mqtt::redacted(&mqtt_cfg.url)
+    );
     let mut notifier = Notifier::from_env();
     let summary = |since: std::time::Instant, before: u64| {
         let n = frames.load(Ordering::Relaxed);
@@ -255,14 +265,16 @@ fn announce(sink: &MqttSink, mqtt: &crate::sink::mqtt::MqttConfig, config: &Conf
 
 /// With no frame inferred for this long, a stream is taken as gone and its
 /// objects end: its refresh, its frame interval and the end delay, with
-/// room for a slow frame.
+/// `events.silent_grace_s` of room for a stalled camera.
 fn silent_after(source: &SourceConfig, fps: Option<f64>) -> Duration {
-    let end_after = source.scene().map_or(0.0, |s| s.events.end_after_s);
+    let (end_after, grace) = source.scene().map_or((0.0, 10.0), |s| {
+        (s.events.end_after_s, s.events.silent_grace_s)
+    });
     let refresh = source
         .motion_settings()
         .map_or(0.0, |m| m.refresh.as_secs_f64());
     let interval = fps.map_or(0.0, |f| 1.0 / f);
-    Duration::from_secs_f64(end_after + refresh + interval + 10.0)
+    Duration::from_secs_f64(end_after + refresh + interval + grace)
 }
 
 /// What every source thread needs from the daemon.

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod config_spans;
 pub mod daemon;
 pub mod events;
 pub mod frame;

@@ -51,11 +51,15 @@ enum Command {
         #[arg(long)]
         print_plan: bool,
     },
-    /// Validate a configuration file and explain every problem found.
+    /// Check a configuration as the daemon starts it: every problem, one
+    /// line each (FILE:LINE: key), exit 2; then the model is loaded, one
+    /// frame runs, and "ok" is the last line.
     CheckConfig {
         /// Configuration file.
         file: PathBuf,
-        /// Check only what `detect` needs (the model), not sources and MQTT.
+        /// For a file used with `edgewatch detect`: [[source]] is not
+        /// required. Whatever the file has is checked either way, the model
+        /// is loaded and one frame is run through it.
         #[arg(long)]
         detect: bool,
     },
@@ -354,6 +358,7 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
         }
     };
     let next = AtomicUsize::new(0);
+    quiet_panics();
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<String, String>)>();
     let workers = workers.min(images.len()).max(1);
     let failed = std::thread::scope(|scope| {
@@ -366,20 +371,49 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
                 }
             };
             let mut detector = Detector::new(engine, settings.clone());
-            let (tx, next, model, config) = (tx.clone(), &next, &model, &config);
+            let (tx, next, model, config, settings) =
+                (tx.clone(), &next, &model, &config, &settings);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(image) = images.get(i) else { break };
-                let out = detector
-                    .detect_file(image)
+                // A panic costs this image only: it is one stderr line and
+                // a non-zero exit, and every other image still gets its
+                // message. The engine may be mid-run: a fresh one follows.
+                let detected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    edgewatch::workers::injected_panic(Some(image));
+                    detector.detect_file(image)
+                }));
+                let detected = match detected {
+                    Ok(d) => d,
+                    Err(_) => {
+                        let why = last_panic();
+                        if let Ok(engine) = model.engines.engine() {
+                            detector = Detector::new(engine, settings.clone());
+                        }
+                        let _ = tx.send((
+                            i,
+                            Err(format!(
+                                "internal error, the image was not processed ({why}); please report it with this image"
+                            )),
+                        ));
+                        continue;
+                    }
+                };
+                let out = detected
                     .map(|result| {
+                        let file = std::fs::metadata(image).ok();
+                        let captured_at = file
+                            .as_ref()
+                            .and_then(|m| m.modified().ok())
+                            .unwrap_or_else(SystemTime::now);
+                        let size = file.map(|m| m.len()).unwrap_or(0);
                         let meta = FrameMeta {
                             source: "cli".into(),
                             seq: i as u64 + 1,
-                            id: format!("cli-{}", i + 1),
-                            captured_at: std::fs::metadata(image)
-                                .and_then(|m| m.modified())
-                                .unwrap_or_else(|_| SystemTime::now()),
+                            // As a folder source names it: the same file
+                            // gets the same id on every run.
+                            id: edgewatch::source::folder::stable_id("cli", image, size, captured_at),
+                            captured_at,
                             path: Some(image.clone()),
                         };
                         Message::new(&config.device, &meta, &model.info, &result).to_json()
@@ -428,60 +462,134 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
     }
 }
 
+thread_local! {
+    /// The last panic on this thread, one line with its place.
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Panics are reported by `detect` as one line per image: the hook only
+/// keeps the message and where it happened for that line.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        // "panicked at FILE:LINE:COL:\nmessage" on one line.
+        let text = edgewatch::frame::one_line(&info.to_string().replacen(":\n", ": ", 1));
+        LAST_PANIC.with(|l| *l.borrow_mut() = text);
+    }));
+}
+
+fn last_panic() -> String {
+    LAST_PANIC.with(|l| std::mem::take(&mut *l.borrow_mut()))
+}
+
+/// Every check the daemon (or `detect`) makes at start-up, then one frame
+/// through the engine; "ok" is the last line, printed only when all passed.
 fn check_config(path: &Path, detect_only: bool) -> ExitCode {
     let purpose = if detect_only {
         Purpose::Detect
     } else {
         Purpose::Run
     };
-    match load(path, purpose) {
-        Ok(c) => {
-            println!(
-                "{}: ok — device {}, model {} (family {}, backend {}), tiling {}, {} source(s){}",
-                path.display(),
-                c.device,
-                c.model.path.display(),
-                c.model.family.name(),
-                c.model.backend.name(),
-                c.tiling.mode.name(),
-                c.sources.len(),
-                c.mqtt
-                    .as_ref()
-                    .map(|m| format!(", broker {}", m.url))
-                    .unwrap_or_default()
-            );
-            if let Ok(plan) = c.memory_plan() {
-                println!("{plan}");
-            }
-            // Loading the model shows what only the file can: a layout that
-            // does not fit the family, labels that do not fit the classes.
-            let (model, plan) = match setup::load_model(&c) {
-                Ok(m) => m,
-                Err(e) => return start_error(path, &e),
-            };
-            if let Err(e) = setup::detector_settings(&c, plan.max_pixels, &model) {
-                eprintln!("edgewatch: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            println!(
-                "model: {}, {} label(s) ({}), labels from {}, input {}",
-                model.head,
-                model.labels.len(),
-                model
-                    .labels
-                    .iter()
-                    .take(5)
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                model.label_origin,
-                match model.head {
-                    edgewatch::infer::model::Head::Db => "dynamic".to_string(),
-                    _ => format!("{}x{}", model.input.0, model.input.1),
-                }
-            );
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+    let c = match load(path, purpose) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(note) = &c.plan_fitted {
+        println!("{note}");
     }
+    // Loading the model shows what only the file can: a layout that does
+    // not fit the family, labels that do not fit the classes.
+    let (model, plan) = match setup::load_model(&c) {
+        Ok(m) => m,
+        Err(e) => return start_error(path, &e),
+    };
+    println!("{plan}");
+    let settings = match setup::detector_settings(&c, plan.max_pixels, &model) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edgewatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    println!(
+        "model: {}, {} label(s) ({}), labels from {}, input {}",
+        model.head,
+        model.labels.len(),
+        model
+            .labels
+            .iter()
+            .take(5)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        model.label_origin,
+        match model.head {
+            edgewatch::infer::model::Head::Db => "dynamic".to_string(),
+            _ => format!("{}x{}", model.input.0, model.input.1),
+        }
+    );
+    println!("{}", scaling_note(plan.max_pixels, c.tiling.min_text_px));
+    // One grey 1080p frame through the engine: a model that loads but does
+    // not run (an operator the backend lacks) fails here, not on the first
+    // real frame.
+    let engine = match model.engines.engine() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!(
+                "config error: {}: key `model.path`: {}",
+                path.display(),
+                edgewatch::frame::one_line(&e.to_string())
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut detector = Detector::new(engine, settings);
+    let frame = image::RgbImage::from_pixel(1920, 1080, image::Rgb([128, 128, 128]));
+    let started = std::time::Instant::now();
+    if let Err(e) = detector.detect_rgb(frame) {
+        eprintln!(
+            "config error: {}: key `model.path`: one frame did not run: {}",
+            path.display(),
+            edgewatch::frame::one_line(&e.to_string())
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!(
+        "one 1920x1080 frame ran on {} in {} ms",
+        model.engines.label(),
+        started.elapsed().as_millis()
+    );
+    println!(
+        "{}: ok — device {}, model {} (family {}, backend {}), tiling {}, {} source(s){}",
+        path.display(),
+        c.device,
+        c.model.path.display(),
+        c.model.family.name(),
+        c.model.backend.name(),
+        c.tiling.mode.name(),
+        c.sources.len(),
+        c.mqtt
+            .as_ref()
+            .map(|m| format!(", broker {}", edgewatch::sink::mqtt::redacted(&m.url)))
+            .unwrap_or_default()
+    );
+    ExitCode::SUCCESS
+}
+
+/// What a frame larger than `max_pixels` becomes: decoded scaled down
+/// (JPEG, PNG, TIFF), so its text must be taller to survive.
+fn scaling_note(max_pixels: u64, min_text_px: f32) -> String {
+    let a4_400dpi = 3307u64 * 4677;
+    let f = edgewatch::infer::scaled_decode::shrink_factor(3307, 4677, max_pixels);
+    format!(
+        "frames over {:.1} MP are decoded scaled down (JPEG by 1/2, 1/4 or 1/8; PNG and TIFF by a whole factor){}",
+        max_pixels as f64 / 1e6,
+        match f {
+            Some(f) if a4_400dpi > max_pixels => format!(
+                ": a 400-dpi A4 scan ({:.1} MP) is seen at 1/{f}, so text under {:.0} px in the scan may be missed",
+                a4_400dpi as f64 / 1e6,
+                min_text_px * f as f32
+            ),
+            _ => String::new(),
+        }
+    )
 }

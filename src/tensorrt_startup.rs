@@ -21,7 +21,7 @@ use crate::infer::tensorrt::engine::{TrtEngine, TrtFactory};
 use crate::infer::tensorrt::ffi;
 use crate::infer::tensorrt::libs::{Libraries, SearchPaths};
 use crate::infer::tensorrt::settings::{self, TensorrtConfig};
-use crate::infer::{Backend, Engine, EngineFactory, EngineSlot};
+use crate::infer::{Backend, Engine, EngineSlot};
 use crate::telemetry::metrics::Metrics;
 
 const MIB: u64 = 1 << 20;
@@ -40,7 +40,7 @@ impl Gpu {
     /// Opens TensorRT of the major this binary was compiled for, and the GPU.
     pub fn open(cfg: &TensorrtConfig) -> anyhow::Result<Gpu> {
         let built =
-            crate::infer::tensorrt::compiled_major().expect("compiled with the tensorrt feature");
+            crate::infer::tensorrt::compiled_version().expect("compiled with the tensorrt feature");
         // SAFETY: returns a constant.
         let abi = unsafe { ffi::ew_trt_abi() };
         anyhow::ensure!(
@@ -50,7 +50,7 @@ impl Gpu {
         );
         let libs = Arc::new(Libraries::open(
             &SearchPaths::from_env(),
-            &[built],
+            &[built.major],
             Some(built),
         )?);
         // SAFETY: Device is plain data, filled by the shim.
@@ -121,7 +121,8 @@ impl Gpu {
     }
 
     /// The cached engine for `config`, loaded once to prove it deserialises;
-    /// or why there is none (a bad entry is removed so it gets rebuilt).
+    /// or why there is none (an entry that does not deserialise is removed
+    /// so it gets rebuilt; one that failed for any other reason is kept).
     pub fn cached(&self, config: &Config, model: &LoadedModel) -> Result<TrtFactory, String> {
         let cache = EngineCache::new(&config.tensorrt.engines);
         let key = self.key(config, model);
@@ -129,15 +130,22 @@ impl Gpu {
             .lookup(&model.info.name, &key)
             .map_err(|m| m.to_string())?;
         let factory = self.factory(config, model, hit.plan);
-        match factory.engine() {
+        match factory.try_load() {
             Ok(_) => Ok(factory),
-            Err(e) => {
+            // Only a file that does not deserialise is thrown away: a
+            // failed allocation or a driver hiccup would otherwise cost a
+            // Nano a 10-30 minute rebuild on every start.
+            Err(e) if e.bad_file => {
                 cache.discard(&model.info.name, &key);
                 Err(format!(
-                    "{} does not load ({e}); removed",
+                    "{} does not load ({e}); removed, it will be rebuilt",
                     hit.path.display()
                 ))
             }
+            Err(e) => Err(format!(
+                "{} was not loaded ({e}); the file is kept and tried again at the next start",
+                hit.path.display()
+            )),
         }
     }
 }

@@ -309,9 +309,11 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         .map_err(|p| crate::supervise::panic_text(&*p))
 }
 
-/// Debug builds only, for tests/it/bad_input.rs: a job whose file name
-/// contains `EDGEWATCH_TEST_PANIC_ON` panics inside the worker.
-fn injected_panic(path: Option<&std::path::Path>) {
+/// Debug builds only, for tests/it/bad_input.rs and detect_cli.rs: a job
+/// whose file name contains `EDGEWATCH_TEST_PANIC_ON` panics inside the
+/// worker.
+#[doc(hidden)]
+pub fn injected_panic(path: Option<&std::path::Path>) {
     if cfg!(debug_assertions) {
         if let (Ok(needle), Some(name)) = (
             std::env::var("EDGEWATCH_TEST_PANIC_ON"),

@@ -46,6 +46,13 @@ pub struct EventsConfig {
     /// Most objects tracked at once in this source; more are not tracked.
     #[serde(default = "d_max_tracks")]
     pub max_tracks: usize,
+    /// A stream that stops sending frames keeps its objects this much
+    /// longer than `end_after_s` (plus a frame interval and the motion
+    /// refresh) before they all end, so a camera that stalls for a moment
+    /// does not end and re-announce everything. The `objects` state says
+    /// `"silent": true` meanwhile.
+    #[serde(default = "d_silent_grace")]
+    pub silent_grace_s: f64,
 }
 
 fn d_min_move() -> f32 {
@@ -69,6 +76,9 @@ fn d_high_score() -> f32 {
 fn d_max_tracks() -> usize {
     64
 }
+fn d_silent_grace() -> f64 {
+    10.0
+}
 
 impl Default for EventsConfig {
     fn default() -> Self {
@@ -81,6 +91,7 @@ impl Default for EventsConfig {
             high_score: d_high_score(),
             only_zones: Vec::new(),
             max_tracks: d_max_tracks(),
+            silent_grace_s: d_silent_grace(),
         }
     }
 }
@@ -229,6 +240,12 @@ impl SceneConfig {
         }
         if e.min_frames == 0 {
             push("events.min_frames", "must be at least 1".into());
+        }
+        if !(e.silent_grace_s >= 0.0 && e.silent_grace_s.is_finite()) {
+            push(
+                "events.silent_grace_s",
+                format!("{} is not a number of seconds ≥ 0", e.silent_grace_s),
+            );
         }
         if !(e.match_iou > 0.0 && e.match_iou <= 1.0) {
             push(

@@ -115,4 +115,8 @@ pub struct ObjectsState {
     pub labels: std::collections::BTreeMap<String, usize>,
     /// When this changed, RFC 3339.
     pub at: String,
+    /// True while the source has sent no frame for longer than an object
+    /// takes to end: the objects are kept for `events.silent_grace_s`, and
+    /// then end unless frames come back.
+    pub silent: bool,
 }

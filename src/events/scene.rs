@@ -59,7 +59,7 @@ pub struct SceneTracker {
     silent_after: Duration,
     dir: Option<SnapshotDir>,
     /// The objects state last published.
-    present: Option<BTreeMap<String, usize>>,
+    present: Option<(BTreeMap<String, usize>, bool)>,
     /// Why snapshots cannot be written, said once.
     snapshot_trouble: Option<String>,
 }
@@ -215,7 +215,7 @@ impl SceneTracker {
         for t in self.tracker.clear() {
             self.end(t, &mut out);
         }
-        self.publish_present(&mut out);
+        self.publish_present(false, &mut out);
         out
     }
 
@@ -227,7 +227,13 @@ impl SceneTracker {
         {
             self.end(t, out);
         }
-        self.publish_present(out);
+        // Silent: no frame for as long as an absent object takes to end,
+        // while the grace before every object ends is still running.
+        let grace = Duration::from_secs_f64(self.cfg.events.silent_grace_s);
+        let quiet = now.duration_since(self.last_frame).unwrap_or_default();
+        let silent = quiet >= self.silent_after.saturating_sub(grace).max(end_after)
+            && !self.tracker.tracks().is_empty();
+        self.publish_present(silent, out);
     }
 
     fn end(&mut self, t: Track, out: &mut Vec<Outgoing>) {
@@ -242,7 +248,7 @@ impl SceneTracker {
     }
 
     /// Publishes the objects-present state when it changed.
-    fn publish_present(&mut self, out: &mut Vec<Outgoing>) {
+    fn publish_present(&mut self, silent: bool, out: &mut Vec<Outgoing>) {
         // A frames-only source tracks nothing, so it has no state to tell.
         if !self.cfg.publishes(Publish::Events) {
             return;
@@ -253,15 +259,17 @@ impl SceneTracker {
                 *labels.entry(t.label.clone()).or_insert(0) += 1;
             }
         }
-        if self.present.as_ref() == Some(&labels) {
+        let now = (labels, silent);
+        if self.present.as_ref() == Some(&now) {
             return;
         }
         let state = ObjectsState {
-            count: labels.values().sum(),
-            labels: labels.clone(),
+            count: now.0.values().sum(),
+            labels: now.0.clone(),
             at: rfc3339(SystemTime::now()),
+            silent,
         };
-        self.present = Some(labels);
+        self.present = Some(now);
         out.push(Outgoing {
             source: self.source.clone(),
             leaf: "objects".into(),

@@ -40,6 +40,9 @@ pub struct FrameResult {
     pub width: u32,
     /// Frame height in pixels.
     pub height: u32,
+    /// The pixels the model was given, when the frame was decoded scaled
+    /// down to fit the memory plan (a 400-dpi scan); `None` at full size.
+    pub scaled_to: Option<[u32; 2]>,
     /// Detections in frame pixels.
     pub detections: Vec<Detection>,
     /// Stage timings.
@@ -263,9 +266,12 @@ impl Detector {
         };
         detections.shrink_to_fit();
         timing.total = ms(start, Instant::now());
+        let scaled_to = (decoded.image.width() != frame_w || decoded.image.height() != frame_h)
+            .then(|| [decoded.image.width(), decoded.image.height()]);
         Ok(FrameResult {
             width: frame_w,
             height: frame_h,
+            scaled_to,
             detections,
             timing,
             work,

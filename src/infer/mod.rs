@@ -1,12 +1,14 @@
 //! Inference: the `Engine` seam between backends, and everything around it
 //! that is shared by all backends (pre-processing, the whole-frame detector).
 
+pub mod decoded;
 pub mod detector;
 pub mod grey;
 pub mod guided;
 pub mod model;
 pub mod onnxruntime;
 pub mod preprocess;
+pub mod scaled_decode;
 pub mod tensorrt;
 pub mod tile_reuse;
 pub mod tiling;

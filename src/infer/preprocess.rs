@@ -7,74 +7,24 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageReader, RgbImage};
 
+pub use super::decoded::{DecodeError, Decoded};
 use super::tiling::TilePlan;
 use super::TensorBatch;
 use crate::postprocess::placement::Placement;
 
-/// Why an image could not be turned into pixels.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// The file could not be read.
-    #[error("cannot read the file: {0}")]
-    Io(#[from] std::io::Error),
-    /// Zero bytes.
-    #[error("the file is empty (0 bytes)")]
-    Empty,
-    /// Not a format we decode.
-    #[error("not a supported image (JPEG, PNG, BMP, TIFF or WebP expected)")]
-    UnknownFormat,
-    /// Too large for the memory limit.
-    #[error("image is too large to decode within the memory limit: {0}")]
-    TooLarge(String),
-    /// Corrupt or truncated data.
-    #[error("corrupt or truncated image: {0}")]
-    Corrupt(String),
-    /// A FIFO, device or directory.
-    #[error("not a regular file (a FIFO, device or directory); give an image file")]
-    NotAFile,
-    /// Far more pixels declared than the file's size can hold.
-    #[error("implausible image size: {0}")]
-    Implausible(String),
-}
-
-impl From<image::ImageError> for DecodeError {
-    fn from(e: image::ImageError) -> Self {
-        match e {
-            // The decoder reading past the end means the data is cut short.
-            image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                DecodeError::Corrupt("the data ends early (truncated file?)".into())
-            }
-            image::ImageError::IoError(e) => DecodeError::Io(e),
-            image::ImageError::Unsupported(_) => DecodeError::UnknownFormat,
-            image::ImageError::Limits(l) => DecodeError::TooLarge(l.to_string()),
-            other => DecodeError::Corrupt(crate::frame::one_line(&other.to_string())),
-        }
-    }
-}
-
 /// Bytes per pixel the decode step may hold: the decoded frame plus one
 /// rotated copy when EXIF says the camera was turned. `budget.rs` plans this.
 pub const DECODE_BYTES_PER_PIXEL: u64 = 6;
-
-/// Pixels of one frame, and the size of the frame they came from (larger
-/// when a big JPEG was decoded scaled down).
-#[derive(Debug)]
-pub struct Decoded {
-    /// RGB8 pixels, EXIF orientation applied.
-    pub image: RgbImage,
-    /// Width of the original frame, oriented; detections are reported in it.
-    pub frame_w: u32,
-    /// Height of the original frame, oriented.
-    pub frame_h: u32,
-}
 
 /// Decodes an image file into RGB8 with its EXIF orientation applied.
 /// Grey, grey+alpha, RGBA and 16-bit inputs are converted to RGB8.
 ///
 /// `max_pixels` bounds memory: the header is read first, and a frame larger
 /// than that is decoded already scaled down when it is a baseline JPEG (DCT
-/// scaling by 1/2, 1/4 or 1/8) and refused otherwise, before a single pixel
-/// is decoded; a decompression bomb never reaches memory.
+/// scaling by 1/2, 1/4 or 1/8), a PNG (row by row) or a TIFF (strip by
+/// strip; both by the smallest whole factor that fits), and refused
+/// otherwise, before a single pixel is decoded; a decompression bomb never
+/// reaches memory.
 pub fn decode_file(path: &Path, max_pixels: u64) -> Result<Decoded, DecodeError> {
     decode_file_checked(path, max_pixels, u64::MAX)
 }
@@ -114,13 +64,24 @@ pub fn decode_file_checked(
         )));
     }
     if pixels > max_pixels {
-        if format == image::ImageFormat::Jpeg {
-            drop(decoder);
-            return decode_jpeg_scaled(path, max_pixels);
+        match format {
+            image::ImageFormat::Jpeg => {
+                drop(decoder);
+                return decode_jpeg_scaled(path, max_pixels);
+            }
+            image::ImageFormat::Png => {
+                drop(decoder);
+                return super::scaled_decode::decode_png_scaled(path, max_pixels);
+            }
+            image::ImageFormat::Tiff => {
+                drop(decoder);
+                return super::scaled_decode::decode_tiff_scaled(path, max_pixels, max_alloc);
+            }
+            _ => {}
         }
         return Err(DecodeError::TooLarge(format!(
             "{w}x{h} is {:.1} MP, more than max_pixels ({:.1} MP, set by memory_budget_mb); \
-             raise memory_budget_mb or max_pixels, or send it as a JPEG, which is decoded scaled down",
+             raise memory_budget_mb or max_pixels, or send it as JPEG, PNG or TIFF, which are decoded scaled down",
             pixels as f64 / 1e6,
             max_pixels as f64 / 1e6
         )));
@@ -636,14 +597,34 @@ mod tests {
         assert!(r.get_pixel(10, 35).0[0] > 215, "bottom is white");
     }
 
+    /// A PNG above max_pixels is decoded scaled down (a 400-dpi scan);
+    /// one that would need more than 1/8 is refused before a row is read.
     #[test]
-    fn decompression_bomb_is_refused_by_the_alloc_limit() {
+    fn a_large_png_is_scaled_and_a_bomb_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("big.png");
-        image::GrayImage::new(4000, 4000).save(&p).unwrap();
-        let Err(err) = decode_file(&p, 1 << 20) else {
+        image::GrayImage::from_pixel(4000, 4000, image::Luma([200]))
+            .save(&p)
+            .unwrap();
+        let d = decode_file(&p, 1 << 20).unwrap();
+        assert_eq!((d.frame_w, d.frame_h), (4000, 4000));
+        assert_eq!((d.image.width(), d.image.height()), (1000, 1000));
+        assert_eq!(d.image.get_pixel(500, 500).0, [200, 200, 200]);
+        // 20000 x 20000 1-bit: 400 MP in a few kB.
+        let bomb = dir.path().join("bomb.png");
+        let mut enc = png::Encoder::new(std::fs::File::create(&bomb).unwrap(), 20_000, 20_000);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::One);
+        let mut w = enc.write_header().unwrap().into_stream_writer().unwrap();
+        let row = vec![0u8; 2500];
+        for _ in 0..20_000 {
+            std::io::Write::write_all(&mut w, &row).unwrap();
+        }
+        w.finish().unwrap();
+        let Err(err) = decode_file(&bomb, 1 << 20) else {
             panic!("bomb was accepted")
         };
         assert!(matches!(err, DecodeError::TooLarge(_)), "{err:?}");
+        assert!(err.to_string().contains("1/8"), "{err}");
     }
 }

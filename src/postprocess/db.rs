@@ -168,16 +168,38 @@ pub fn decode(
     out
 }
 
-/// Reading order, as RapidOCR sorts its boxes: top to bottom, then left to right.
+/// Tops closer than this many pixels are one line of text.
+const SAME_LINE_PX: f32 = 10.0;
+
+/// Reading order, as RapidOCR sorts its boxes: top to bottom, then left to
+/// right within a line.
+///
+/// Comparing "x when the tops are within 10 px, else y" is not transitive
+/// (a ≈ b and b ≈ c but a ≉ c), and Rust's sort panics on such a comparator on
+/// dense pages. So lines are formed first, from boxes sorted by top: a box
+/// starts a new line when its top is 10 px or more below the line's first top.
+/// Then each line is sorted by x. Every sort here is by a total order.
 pub fn sort_reading_order(dets: &mut [Detection]) {
     dets.sort_by(|a, b| {
-        let (ay, by) = (a.bbox[1], b.bbox[1]);
-        if (ay - by).abs() < 10.0 {
-            a.bbox[0].total_cmp(&b.bbox[0])
-        } else {
-            ay.total_cmp(&by)
-        }
+        a.bbox[1]
+            .total_cmp(&b.bbox[1])
+            .then(a.bbox[0].total_cmp(&b.bbox[0]))
     });
+    let mut start = 0;
+    while start < dets.len() {
+        let top = dets[start].bbox[1];
+        let end = start
+            + dets[start..]
+                .iter()
+                .take_while(|d| d.bbox[1] - top < SAME_LINE_PX)
+                .count();
+        dets[start..end].sort_by(|a, b| {
+            a.bbox[0]
+                .total_cmp(&b.bbox[0])
+                .then(a.bbox[1].total_cmp(&b.bbox[1]))
+        });
+        start = end.max(start + 1);
+    }
 }
 
 /// A rotated rectangle: centre, unit axis, half extents.

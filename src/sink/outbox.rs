@@ -64,7 +64,19 @@ pub enum OutboxError {
         /// Limit.
         max: u64,
     },
+    /// Another process has this outbox open: two writers would hand out the
+    /// same keys and acknowledge each other's messages.
+    #[error("outbox {dir} is in use by {holder}; give each daemon its own [mqtt] outbox, or stop the other one")]
+    Locked {
+        /// Outbox directory.
+        dir: PathBuf,
+        /// Who holds it, e.g. "pid 1234".
+        holder: String,
+    },
 }
+
+/// The lock file in every outbox directory; it holds the pid of its owner.
+const LOCK_FILE: &str = "lock";
 
 /// One queued message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +161,9 @@ pub struct WriteTrouble {
 /// The durable queue. Safe to share between threads.
 pub struct Outbox {
     dir: PathBuf,
+    /// Held (flock) for the outbox's life; the kernel releases it when the
+    /// process dies, so `kill -9` needs no clean-up.
+    _lock: File,
     max_bytes: u64,
     inner: Mutex<Inner>,
     space: Condvar,
@@ -164,6 +179,42 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
     }
 }
 
+/// Takes the outbox's exclusive lock and writes our pid into the lock file.
+fn lock(dir: &Path) -> Result<File, OutboxError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut held = String::new();
+            let _ = file.read_to_string(&mut held);
+            let holder = match held.trim().parse::<u32>() {
+                Ok(pid) => format!("pid {pid}"),
+                Err(_) => "another process".to_string(),
+            };
+            return Err(OutboxError::Locked {
+                dir: dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(err)) => return Err(OutboxError::Io { path, err }),
+    }
+    // The pid is for the operator's error message only; the lock is the flock.
+    let pid = format!("{}\n", std::process::id());
+    let written = file
+        .set_len(0)
+        .and_then(|_| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| file.write_all(pid.as_bytes()));
+    written.map_err(io_err(&path))?;
+    Ok(file)
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016}.log"))
 }
@@ -171,8 +222,12 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 impl Outbox {
     /// Opens (creating) the outbox in `dir`, replaying every segment and
     /// cutting any torn tail.
+    ///
+    /// Only one process may have an outbox open: a second gets
+    /// [`OutboxError::Locked`] naming the pid that holds it.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Outbox, Recovery), OutboxError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock(dir)?;
         let mut segments: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io_err(dir))?
             .filter_map(|e| e.ok())
@@ -239,6 +294,7 @@ impl Outbox {
         Ok((
             Outbox {
                 dir: dir.to_path_buf(),
+                _lock: lock,
                 max_bytes,
                 inner: Mutex::new(Inner {
                     writer,
@@ -1021,7 +1077,12 @@ mod tests {
         let keys: Vec<u64> = (0..10)
             .map(|_| ob.append("t", &big, || true).unwrap())
             .collect();
-        let segs = || std::fs::read_dir(dir.path()).unwrap().count();
+        let segs = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension() == Some("log".as_ref()))
+                .count()
+        };
         assert!(segs() >= 2, "rotated past {SEGMENT_BYTES} bytes");
         for k in keys {
             ob.ack(k).unwrap();

@@ -45,6 +45,10 @@ pub struct ImageInfo {
     /// The file as it was found, for file sources.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// `[width, height]` the frame was decoded at when it was larger than
+    /// the memory plan allows (a big scan): text is seen at that scale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled_to: Option<[u32; 2]>,
 }
 
 /// Model description in a message.
@@ -73,6 +77,7 @@ impl Message {
                 width: result.width,
                 height: result.height,
                 path: meta.path.as_ref().map(|p| p.display().to_string()),
+                scaled_to: result.scaled_to,
             },
             model: ModelRef {
                 name: model.name.clone(),
@@ -127,6 +132,7 @@ mod tests {
         let result = FrameResult {
             width: 1920,
             height: 1080,
+            scaled_to: None,
             detections: vec![Detection::from_quad(
                 "text",
                 0,

@@ -174,10 +174,10 @@ impl FolderJob {
         };
         let json_path = dest.with_file_name(sidecar_name(dest.file_name().unwrap_or_default()));
         let tmp = json_path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&record).expect("record serialises"),
-        )?;
+        // One line, as documented: `tail`, `jq -c` and log shippers read it.
+        let mut line = serde_json::to_vec(&record).expect("record serialises");
+        line.push(b'\n');
+        std::fs::write(&tmp, line)?;
         std::fs::rename(&tmp, &json_path)?;
         Ok(dest)
     }
@@ -322,7 +322,14 @@ pub struct FolderSource {
     waiting: std::collections::HashSet<std::ffi::OsString>,
     /// Entries that are not regular files, logged once each.
     skipped: std::collections::HashSet<std::ffi::OsString>,
+    /// A shared flock on `.processing/.edgewatch-users` while running: it
+    /// tells a daemon starting on the same (network) inbox that the files
+    /// in `.processing` may be someone's work in flight, not a crash's.
+    users: Option<std::fs::File>,
 }
+
+/// In `.processing`; a dot name, so it is never taken for an image.
+const USERS_FILE: &str = ".edgewatch-users";
 
 impl FolderSource {
     /// Creates the directories (inbox, `.processing`, done, failed) if needed.
@@ -354,6 +361,7 @@ impl FolderSource {
             heartbeat: None,
             waiting: Default::default(),
             skipped: Default::default(),
+            users: None,
         })
     }
 
@@ -435,9 +443,44 @@ impl FolderSource {
         Ok(files)
     }
 
-    /// Files a crash left in `.processing` go downstream first.
+    /// Files a crash left in `.processing` go downstream first, but only
+    /// when no other daemon works on this inbox: daemons sharing one inbox
+    /// (several PCs on a network folder) each hold a shared lock, and the
+    /// files in `.processing` are then another one's work in flight.
     fn requeue_processing(&mut self) -> Result<(), FolderError> {
-        for path in self.list(&self.paths.processing.clone())? {
+        let lock_path = self.paths.processing.join(USERS_FILE);
+        let dir_error = |err| FolderError::Dir {
+            source_name: self.cfg.name.clone(),
+            path: lock_path.clone(),
+            err,
+        };
+        let users = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(dir_error)?;
+        let alone = match users.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(err)) => return Err(dir_error(err)),
+        };
+        let left = self.list(&self.paths.processing.clone())?;
+        let left: Vec<PathBuf> = left
+            .into_iter()
+            .filter(|p| !is_temporary(&p.file_name().unwrap_or_default().to_string_lossy()))
+            .collect();
+        // Shared from here on (an exclusive flock converts in place), so a
+        // daemon starting later sees this one and leaves our files alone.
+        users.lock_shared().map_err(dir_error)?;
+        self.users = Some(users);
+        if !alone {
+            if !left.is_empty() {
+                tracing::info!(source = %self.cfg.name, "{} file(s) in {} belong to another daemon on this inbox; left to it", left.len(), self.paths.processing.display());
+            }
+            return Ok(());
+        }
+        for path in left {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
@@ -571,8 +614,9 @@ fn is_complete_file_event(kind: &EventKind) -> bool {
     )
 }
 
-/// Same file (name, size, modification time) → same id, across restarts.
-fn stable_id(source: &str, original: &Path, size: u64, mtime: SystemTime) -> String {
+/// Same file (name, size, modification time) → same id, across restarts
+/// (and the same id `edgewatch detect` gives that file).
+pub fn stable_id(source: &str, original: &Path, size: u64, mtime: SystemTime) -> String {
     crate::frame::frame_id(
         source,
         &[
@@ -739,6 +783,42 @@ mod tests {
         stop.stop();
         t.join().unwrap();
         assert!(dir.path().join("done/x.jpg").exists());
+    }
+
+    #[test]
+    fn files_in_processing_are_left_to_another_daemon_on_the_same_inbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        std::fs::create_dir_all(cfg.path.join(".processing")).unwrap();
+        std::fs::write(cfg.path.join(".processing/theirs.jpg"), b"data").unwrap();
+        // Another daemon, running: it holds the shared lock (its own open).
+        let other = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.path.join(".processing").join(USERS_FILE))
+            .unwrap();
+        other.lock_shared().unwrap();
+        std::fs::write(cfg.path.join("mine.jpg"), b"data").unwrap();
+        let (rx, stop, t) = start(cfg.clone(), 1);
+        let job = recv(&rx);
+        assert_eq!(job.path, cfg.path.join(".processing/mine.jpg"));
+        job.done().unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "the other daemon's file was taken"
+        );
+        assert!(cfg.path.join(".processing/theirs.jpg").exists());
+        stop.stop();
+        t.join().unwrap();
+        // The other daemon is gone (crashed): the next start re-queues it.
+        drop(other);
+        let (rx, stop, t) = start(cfg.clone(), 1);
+        let job = recv(&rx);
+        assert_eq!(job.path, cfg.path.join(".processing/theirs.jpg"));
+        job.done().unwrap();
+        stop.stop();
+        t.join().unwrap();
     }
 
     #[test]

@@ -43,8 +43,9 @@ impl Probe {
         }
     }
 
-    /// Refreshes the gauges read at scrape time and encodes everything.
-    pub fn scrape(&self) -> String {
+    /// Refreshes the gauges read at scrape time and encodes everything:
+    /// OpenMetrics when `openmetrics`, else the Prometheus text format.
+    pub fn scrape(&self, openmetrics: bool) -> String {
         let m = &self.metrics;
         let (depth, bytes) = self.sink.depth();
         m.outbox_messages.set(depth as i64);
@@ -53,16 +54,26 @@ impl Probe {
             .set(self.sink.write_trouble().is_some() as i64);
         m.outbox_damaged.set(self.sink.damaged() as i64);
         let wear = self.sink.outbox_wear();
-        m.outbox_written.set(wear.bytes as i64);
-        m.outbox_syncs.set(wear.syncs as i64);
+        super::metrics::set_counter(&m.outbox_written, wear.bytes);
+        super::metrics::set_counter(&m.outbox_syncs, wear.syncs);
         let stats = self.sink.stats();
         m.mqtt_connected
             .set(stats.connected.load(Ordering::Relaxed) as i64);
-        m.mqtt_acked.set(stats.acked.load(Ordering::Relaxed) as i64);
+        super::metrics::set_counter(&m.mqtt_acked, stats.acked.load(Ordering::Relaxed));
         m.resident_bytes.set(resident_bytes());
         m.stalled_stages.set(self.heartbeats.stalled().len() as i64);
-        m.encode()
+        if openmetrics {
+            m.encode()
+        } else {
+            m.encode_prometheus()
+        }
     }
+}
+
+fn wants_openmetrics(req: &tiny_http::Request) -> bool {
+    req.headers().iter().any(|h| {
+        h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
+    })
 }
 
 /// Serves until `stop` is set. Binding failures are returned at once, so a
@@ -88,9 +99,17 @@ pub fn serve(
                         let (code, body) = probe.health();
                         (code, body, "text/plain; charset=utf-8")
                     }
+                    // Content negotiation, as Prometheus does it: its
+                    // scrapes ask for OpenMetrics first; curl, promtool and
+                    // older scrapers get the 0.0.4 text format.
+                    "/metrics" if wants_openmetrics(&req) => (
+                        200,
+                        probe.scrape(true),
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
                     "/metrics" => (
                         200,
-                        probe.scrape(),
+                        probe.scrape(false),
                         "text/plain; version=0.0.4; charset=utf-8",
                     ),
                     _ => (

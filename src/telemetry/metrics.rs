@@ -80,13 +80,13 @@ pub struct Metrics {
     /// Outbox records found damaged (CRC or key) since start.
     pub outbox_damaged: Gauge,
     /// Bytes the outbox has written (messages and acks) since it was opened.
-    pub outbox_written: Gauge,
+    pub outbox_written: Counter,
     /// Data syncs the outbox has made since it was opened.
-    pub outbox_syncs: Gauge,
+    pub outbox_syncs: Counter,
     /// 1 while connected to the broker.
     pub mqtt_connected: Gauge,
     /// Messages the broker acknowledged.
-    pub mqtt_acked: Gauge,
+    pub mqtt_acked: Counter,
     /// Resident memory, read at scrape time.
     pub resident_bytes: Gauge,
     /// Stages currently hung.
@@ -176,12 +176,17 @@ impl Metrics {
             "outbox_damaged_records",
             "Outbox records found damaged (CRC or key mismatch) since start, skipped",
         );
-        let outbox_written = gauge(
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let outbox_written = counter(
             &mut registry,
             "outbox_written_bytes",
             "Bytes of records (messages and acks) the outbox has written since it was opened: disk wear",
         );
-        let outbox_syncs = gauge(
+        let outbox_syncs = counter(
             &mut registry,
             "outbox_syncs",
             "Data syncs (fsync) the outbox has made since it was opened, one per message",
@@ -191,7 +196,7 @@ impl Metrics {
             "mqtt_connected",
             "1 while connected to the broker",
         );
-        let mqtt_acked = gauge(
+        let mqtt_acked = counter(
             &mut registry,
             "mqtt_acked_messages",
             "Messages acknowledged by the broker since start",
@@ -418,7 +423,8 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format.
+    /// OpenMetrics 1.0 text, for scrapers that ask for it
+    /// (`Accept: application/openmetrics-text`).
     pub fn encode(&self) -> String {
         self.sync_cameras();
         let mut out = String::new();
@@ -426,6 +432,70 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+
+    /// The Prometheus text format 0.0.4, for every other scraper (and
+    /// `promtool check metrics`).
+    pub fn encode_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.encode())
+    }
+}
+
+/// Sets a counter that mirrors a total kept elsewhere (it only grows).
+pub fn set_counter(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+/// Rewrites OpenMetrics text as the Prometheus 0.0.4 text format, which
+/// has no `info` type, no `# UNIT` and no `# EOF`, and names a counter's
+/// family after its samples (`x_total`), not without the suffix.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "unknown" => ("", "untyped"),
+                other => ("", other),
+            };
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // HELP comes before TYPE: the suffix is not known yet, so HELP
+            // lines are held back and written after their TYPE line.
+            out.push_str(&format!("\u{0}HELP {rest}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    // Put each held HELP line after its TYPE line, with the TYPE's name.
+    let mut fixed = String::with_capacity(out.len());
+    let mut held: Option<String> = None;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("\u{0}HELP ") {
+            held = Some(rest.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if let Some(help) = held.take() {
+                let text = help.split_once(' ').map(|(_, t)| t).unwrap_or("");
+                fixed.push_str(&format!("# HELP {name} {text}\n"));
+            }
+        }
+        fixed.push_str(line);
+        fixed.push('\n');
+    }
+    fixed
 }
 
 /// Resident set size from `/proc/self/statm`, in bytes.
@@ -439,4 +509,19 @@ pub fn resident_bytes() -> i64 {
         })
         .unwrap_or(0);
     pages * 4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_the_0_0_4_text_format() {
+        let om = "# HELP edgewatch_frames Frames by source.\n# TYPE edgewatch_frames counter\nedgewatch_frames_total{source=\"a\"} 3\n# HELP edgewatch_model The model.\n# TYPE edgewatch_model info\nedgewatch_model_info{name=\"m\"} 1\n# HELP edgewatch_rss Bytes.\n# TYPE edgewatch_rss gauge\n# UNIT edgewatch_rss bytes\nedgewatch_rss 5\n# EOF\n";
+        let text = openmetrics_to_prometheus(om);
+        assert_eq!(
+            text,
+            "# HELP edgewatch_frames_total Frames by source.\n# TYPE edgewatch_frames_total counter\nedgewatch_frames_total{source=\"a\"} 3\n# HELP edgewatch_model_info The model.\n# TYPE edgewatch_model_info gauge\nedgewatch_model_info{name=\"m\"} 1\n# HELP edgewatch_rss Bytes.\n# TYPE edgewatch_rss gauge\nedgewatch_rss 5\n"
+        );
+    }
 }

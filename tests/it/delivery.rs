@@ -360,3 +360,117 @@ fn an_outbox_with_its_tail_cut_off_starts_and_keeps_what_is_whole() {
     daemon.signal("TERM");
     assert!(daemon.wait(Duration::from_secs(20)).success());
 }
+
+/// Two daemons left on the default outbox (an operator running `edgewatch
+/// run` by hand beside the service) once lost half their detections. The
+/// second daemon is now refused, naming the outbox and the pid holding it,
+/// and the first keeps delivering. After `kill -9` of the first the lock is
+/// gone with it: a new daemon opens the outbox and delivers what was queued.
+#[test]
+fn a_second_daemon_on_the_same_outbox_exits_2_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/+/+/detections");
+    let first_cfg = write_config(dir.path(), &broker.url(), "", "");
+    let mut first = Daemon::start(&first_cfg);
+    first.wait_log("edgewatch ready", Duration::from_secs(60));
+
+    // Its own inbox and config file, the same outbox directory.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("inbox")).unwrap();
+    let text = std::fs::read_to_string(&first_cfg)
+        .unwrap()
+        .replace(
+            "outbox = \"outbox\"",
+            &format!(
+                "outbox = {:?}",
+                dir.path().join("outbox").display().to_string()
+            ),
+        )
+        .replace("device = \"dev1\"", "device = \"dev2\"");
+    let second_cfg = other.join("edgewatch.toml");
+    std::fs::write(&second_cfg, text).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&second_cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "second daemon: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("in use by"))
+        .unwrap_or_else(|| panic!("no line saying the outbox is in use: {stderr}"));
+    assert!(line.contains(&format!("pid {}", first.pid())), "{line}");
+    assert!(line.contains("outbox"), "{line}");
+
+    // The first daemon is untouched and still delivers.
+    drop_images(dir.path(), names(3), Duration::from_millis(50));
+    wait_for(
+        Duration::from_secs(60),
+        "3 detections from the first daemon",
+        || common::detections_by_file(&sub).len() == 3,
+    );
+    first.kill9();
+
+    // No clean-up after kill -9: the kernel dropped the lock.
+    let mut third = Daemon::start(&second_cfg);
+    third.wait_log("edgewatch ready", Duration::from_secs(60));
+    assert!(third.alive());
+    third.stop_cleanly();
+}
+
+/// Several industrial PCs share one network inbox, each with its own
+/// outbox: every file is claimed by exactly one daemon and published once.
+#[test]
+fn two_daemons_on_one_shared_inbox_process_every_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/+/+/detections");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("inbox")).unwrap();
+    let mut daemons = Vec::new();
+    for name in ["pc1", "pc2"] {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let cfg = write_config(&home, &broker.url(), "", "");
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(
+                "path = \"inbox\"",
+                &format!("path = {:?}", shared.join("inbox").display().to_string()),
+            )
+            .replace("device = \"dev1\"", &format!("device = \"{name}\""));
+        std::fs::write(&cfg, text).unwrap();
+        let d = Daemon::start(&cfg);
+        d.wait_log("edgewatch ready", Duration::from_secs(60));
+        daemons.push(d);
+    }
+    let n = 30;
+    drop_images(&shared, names(n), Duration::from_millis(20));
+    wait_for(Duration::from_secs(120), "a message for every file", || {
+        common::detections_by_file(&sub).len() == n
+    });
+    // Settle: a file taken twice would show up as a second message.
+    std::thread::sleep(Duration::from_secs(2));
+    let by_file = common::detections_by_file(&sub);
+    for (file, msgs) in &by_file {
+        assert_eq!(msgs.len(), 1, "{file} was published {} times", msgs.len());
+    }
+    let devices: BTreeSet<String> = sub
+        .all()
+        .iter()
+        .filter_map(|m| m.topic.split('/').nth(1).map(str::to_string))
+        .collect();
+    assert_eq!(
+        files_in(&shared.join("inbox")).len(),
+        0,
+        "files left in the inbox"
+    );
+    let done = files_in(&shared.join("done")).len();
+    assert_eq!(done, n, "done/ holds {done} of {n} files");
+    eprintln!("devices that published: {devices:?}");
+    for mut d in daemons {
+        d.stop_cleanly();
+    }
+}

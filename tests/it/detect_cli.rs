@@ -187,3 +187,83 @@ fn the_shipped_example_configs_are_valid() {
         "edgewatch.toml: {stderr}"
     );
 }
+
+/// A panic on one image (a real book page once panicked the DB decoder)
+/// costs that image only: one stderr line naming it, a non-zero exit, and
+/// every other image's message on stdout in order. Ids are the folder's
+/// stable hash of the file, the same on every run.
+#[test]
+fn detect_survives_a_panic_on_one_image_of_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[tiling]\nmode = \"off\"\n");
+    let (img, _) = render(320, 96, 5, 1, 30, 30);
+    let paths: Vec<_> = ["a.png", "boom.png", "c.png"]
+        .iter()
+        .map(|n| {
+            let p = dir.path().join(n);
+            common::save(&img, &p);
+            p
+        })
+        .collect();
+    let run = || {
+        Command::new(common::bin())
+            .args(["detect", "--config"])
+            .arg(&cfg)
+            .args(&paths)
+            .env("EDGEWATCH_TEST_PANIC_ON", "boom")
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let files: Vec<&str> = lines
+        .iter()
+        .map(|m| m["image"]["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files.len(), 2, "{stdout}");
+    assert!(
+        files[0].ends_with("a.png") && files[1].ends_with("c.png"),
+        "{files:?}"
+    );
+    // Log lines (INFO, with a time stamp) aside, what the operator reads.
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("edgewatch:") || l.contains("panicked"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one line for the failed image: {stderr}");
+    assert!(
+        errors[0].contains("boom.png") && errors[0].contains("injected panic"),
+        "{}",
+        errors[0]
+    );
+    // Ids: `cli-` and 16 hex digits, stable across runs, distinct per file.
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &ids {
+        let hex = id.strip_prefix("cli-").unwrap_or_else(|| panic!("{id}"));
+        assert!(
+            hex.len() == 16 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+    assert_ne!(ids[0], ids[1]);
+    let again = String::from_utf8_lossy(&run().stdout).to_string();
+    let again_ids: Vec<String> = again
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(again_ids, ids);
+}

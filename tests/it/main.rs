@@ -11,6 +11,7 @@ mod camera_replay;
 mod camera_stream;
 mod camera_v4l2;
 mod daemon_e2e;
+mod decoders;
 mod delivery;
 mod detect_cli;
 mod disk_full;

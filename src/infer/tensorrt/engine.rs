@@ -23,6 +23,24 @@ pub struct EngineIo {
     pub buffer_bytes: u64,
 }
 
+/// Why an engine did not load, and whether the engine file is to blame.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    /// The shim's one-line reason.
+    pub reason: String,
+    /// The plan itself is bad (it did not deserialise, or its tensors are
+    /// not what edgewatch feeds): throw it away and rebuild. Anything else
+    /// (the device, a failed allocation, a driver) keeps the file, which
+    /// took minutes to build.
+    pub bad_file: bool,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
 /// One worker's TensorRT engine.
 pub struct TrtEngine {
     libs: Arc<Libraries>,
@@ -43,7 +61,7 @@ impl TrtEngine {
         device: u32,
         mapped: bool,
         max_dims: [u32; 4],
-    ) -> Result<(TrtEngine, EngineIo), String> {
+    ) -> Result<(TrtEngine, EngineIo), LoadError> {
         let params = ffi::LoadParams {
             device: device as i32,
             mapped: i32::from(mapped),
@@ -66,7 +84,10 @@ impl TrtEngine {
             )
         };
         if handle.is_null() {
-            return Err(ffi::text(&err));
+            return Err(LoadError {
+                reason: ffi::text(&err),
+                bad_file: io.failed_step == ffi::STEP_DESERIALISE,
+            });
         }
         let tensors = &io.tensors[..io.count.clamp(0, ffi::MAX_TENSORS as i32) as usize];
         let input = tensors.iter().find(|t| t.is_input != 0);
@@ -172,6 +193,21 @@ pub struct TrtFactory {
     pub max_dims: [u32; 4],
 }
 
+impl TrtFactory {
+    /// Loads one engine to prove the plan works here, saying whether a
+    /// failure is the file's.
+    pub fn try_load(&self) -> Result<EngineIo, LoadError> {
+        TrtEngine::load(
+            self.libs.clone(),
+            &self.plan,
+            self.device,
+            self.mapped,
+            self.max_dims,
+        )
+        .map(|(_, io)| io)
+    }
+}
+
 impl EngineFactory for TrtFactory {
     fn engine(&self) -> Result<Box<dyn Engine>, InferError> {
         TrtEngine::load(
@@ -182,9 +218,9 @@ impl EngineFactory for TrtFactory {
             self.max_dims,
         )
         .map(|(e, _)| Box::new(e) as Box<dyn Engine>)
-        .map_err(|reason| InferError::Run {
+        .map_err(|e| InferError::Run {
             shape: self.max_dims.map(|d| d as usize),
-            reason,
+            reason: e.reason,
         })
     }
 

@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_int, c_uint, c_void};
 
 /// `EW_TRT_ABI`: the struct layouts below. Checked against the shim at load.
-pub const ABI: i32 = 1;
+pub const ABI: i32 = 2;
 /// `EW_TRT_MAX_DIMS`.
 pub const MAX_DIMS: usize = 8;
 /// `EW_TRT_MAX_TENSORS`.
@@ -40,6 +40,8 @@ pub struct Api {
     pub runtime_get_version: unsafe extern "C" fn(*mut c_int) -> c_int,
     pub log: Option<unsafe extern "C" fn(*mut c_void, i32, *const c_char)>,
     pub log_user: *mut c_void,
+    pub get_last_error: unsafe extern "C" fn() -> c_int,
+    pub init_plugins: Option<unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int>,
 }
 
 /// `ew_trt_device`.
@@ -118,7 +120,12 @@ pub struct Io {
     pub tensors: [Tensor; MAX_TENSORS],
     pub device_memory_bytes: u64,
     pub buffer_bytes: u64,
+    pub failed_step: i32,
 }
+
+/// `EW_TRT_STEP_DESERIALISE`: the engine file itself is bad. Every other
+/// step that fails (device, runtime, context, buffers) keeps the file.
+pub const STEP_DESERIALISE: i32 = 3;
 
 #[cfg(feature = "tensorrt")]
 extern "C" {

@@ -76,8 +76,10 @@ pub enum LibraryError {
         /// Loader message.
         detail: String,
     },
-    /// TensorRT was found, but of a major version this binary cannot drive.
-    #[error("backend \"tensorrt\": {path} is TensorRT {found}, but this edgewatch was compiled against TensorRT {built}.x; install the edgewatch package built for TensorRT {found_major}, or TensorRT {built}")]
+    /// TensorRT was found, but of a version this binary cannot drive: another
+    /// major, or an older minor than the headers the shim was compiled
+    /// against (its calls would go through vtable slots that library lacks).
+    #[error("backend \"tensorrt\": {path} is TensorRT {found}, but this edgewatch was compiled against TensorRT {built} headers and needs {built_major}.{built_minor} or a later {built_major}.x; install the edgewatch package built for TensorRT {found_major}.{found_minor}, or TensorRT {built}")]
     Version {
         /// File opened.
         path: String,
@@ -85,8 +87,14 @@ pub enum LibraryError {
         found: TrtVersion,
         /// Its major.
         found_major: u32,
-        /// The major compiled in.
-        built: u32,
+        /// Its minor.
+        found_minor: u32,
+        /// The headers' version compiled in.
+        built: TrtVersion,
+        /// Their major.
+        built_major: u32,
+        /// Their minor.
+        built_minor: u32,
     },
 }
 
@@ -133,7 +141,10 @@ pub struct Libraries {
     pub version: TrtVersion,
     /// Files opened: nvinfer, nvonnxparser, cudart.
     pub paths: [String; 3],
+    /// libnvinfer_plugin, when installed.
+    pub plugins: Option<String>,
     _libs: [Library; 3],
+    _plugin: Option<Library>,
 }
 
 // The table holds plain function pointers into libraries this struct keeps
@@ -152,12 +163,13 @@ const CUDART: [&str; 5] = [
 
 impl Libraries {
     /// Opens TensorRT of one of `majors` (the first found wins) and the CUDA
-    /// runtime. `built` is the major the shim was compiled against, checked
-    /// when given.
+    /// runtime. `built` is the headers' version the shim was compiled
+    /// against, checked when given: the library must be of the same major
+    /// and at least its minor.
     pub fn open(
         paths: &SearchPaths,
         majors: &[u32],
-        built: Option<u32>,
+        built: Option<TrtVersion>,
     ) -> Result<Libraries, LibraryError> {
         let names: Vec<String> = majors
             .iter()
@@ -173,19 +185,29 @@ impl Libraries {
         // SAFETY: getInferLibVersion takes nothing and returns an int.
         let version = TrtVersion::from_lib(unsafe { version_fn() });
         if let Some(built) = built {
-            if version.major != built {
+            if !runs_shim_built_for(version, built) {
                 return Err(LibraryError::Version {
                     path: nvinfer_path,
                     found: version,
                     found_major: version.major,
+                    found_minor: version.minor,
                     built,
+                    built_major: built.major,
+                    built_minor: built.minor,
                 });
             }
         }
         let parser_name = format!("libnvonnxparser.so.{}", version.major);
         let (parser, parser_path) = open_first(&[parser_name], paths, &major_hint)?;
         let cudart_names: Vec<String> = CUDART.iter().map(|s| s.to_string()).collect();
-        let (cudart, cudart_path) = open_first(&cudart_names, paths, &major_hint)?;
+        // The CUDA runtime nvinfer already brought in, if it did: a second,
+        // different libcudart in one process would have its own contexts.
+        let (cudart, cudart_path) = match already_loaded(&cudart_names) {
+            Some(found) => found,
+            None => open_first(&cudart_names, paths, &major_hint)?,
+        };
+        let plugin_name = format!("libnvinfer_plugin.so.{}", version.major);
+        let plugin = open_first(std::slice::from_ref(&plugin_name), paths, &major_hint).ok();
         let (cu, cp) = (&cudart, cudart_path.as_str());
         let api = Api {
             create_builder: symbol(&nvinfer, &nvinfer_path, "createInferBuilder_INTERNAL")?,
@@ -213,14 +235,42 @@ impl Libraries {
             runtime_get_version: symbol(cu, cp, "cudaRuntimeGetVersion")?,
             log: Some(log_line),
             log_user: std::ptr::null_mut(),
+            get_last_error: symbol(cu, cp, "cudaGetLastError")?,
+            init_plugins: plugin
+                .as_ref()
+                .and_then(|(lib, path)| symbol(lib, path, "initLibNvInferPlugins").ok()),
         };
         Ok(Libraries {
             api,
             version,
             paths: [nvinfer_path, parser_path, cudart_path],
+            plugins: plugin.as_ref().map(|(_, p)| p.clone()),
             _libs: [nvinfer, parser, cudart],
+            _plugin: plugin.map(|(lib, _)| lib),
         })
     }
+}
+
+/// Whether a TensorRT library of `found` can run a shim compiled against
+/// `built` headers: the same major, and a minor at least the headers' (a
+/// newer minor only adds to the interfaces; an older one lacks slots).
+pub fn runs_shim_built_for(found: TrtVersion, built: TrtVersion) -> bool {
+    found.major == built.major && found.minor >= built.minor
+}
+
+/// The first of `names` already mapped into this process (RTLD_NOLOAD).
+fn already_loaded(names: &[String]) -> Option<(Library, String)> {
+    use libloading::os::unix::{Library as UnixLibrary, RTLD_NOW};
+    const RTLD_NOLOAD: i32 = 4;
+    names.iter().find_map(|name| {
+        // SAFETY: RTLD_NOLOAD opens nothing new; it only returns a handle
+        // to a library the process has already loaded and initialised.
+        let lib = unsafe { UnixLibrary::open(Some(name), RTLD_NOW | RTLD_NOLOAD) }.ok()?;
+        Some((
+            Library::from(lib),
+            format!("{name} (already loaded by TensorRT)"),
+        ))
+    })
 }
 
 /// The first of `names` that opens: by bare name (the loader's search), then
@@ -307,7 +357,7 @@ mod tests {
         let paths = SearchPaths {
             dirs: vec![empty.path().to_path_buf()],
         };
-        let err = Libraries::open(&paths, &[8], Some(8))
+        let err = Libraries::open(&paths, &[8], Some(TrtVersion::from_lib(8201)))
             .err()
             .expect("no TensorRT here");
         let text = err.to_string();
@@ -347,6 +397,7 @@ mod tests {
             "cudaMemcpyAsync",
             "cudaGetErrorString",
             "cudaRuntimeGetVersion",
+            "cudaGetLastError",
         ];
         let cudart: String = cuda_fns
             .iter()
@@ -377,7 +428,8 @@ mod tests {
         let paths = SearchPaths {
             dirs: vec![dir.path().to_path_buf()],
         };
-        let libs = Libraries::open(&paths, &[10, 8], Some(8)).unwrap_or_else(|e| panic!("{e}"));
+        let libs = Libraries::open(&paths, &[10, 8], Some(TrtVersion::from_lib(8201)))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(libs.version.to_string(), "8.2.1");
         assert!(
             libs.paths[0].ends_with("libnvinfer.so.8"),
@@ -400,10 +452,49 @@ mod tests {
         let paths = SearchPaths {
             dirs: vec![dir.path().to_path_buf()],
         };
-        let err = Libraries::open(&paths, &[10], Some(8)).err().unwrap();
+        let err = Libraries::open(&paths, &[10], Some(TrtVersion::from_lib(8201)))
+            .err()
+            .unwrap();
         let text = err.to_string();
         assert!(text.contains("is TensorRT 10.13.0"), "{text}");
-        assert!(text.contains("compiled against TensorRT 8.x"), "{text}");
+        assert!(
+            text.contains("compiled against TensorRT 8.2.1 headers"),
+            "{text}"
+        );
+    }
+
+    /// A shim built against 8.6 headers calls through vtable slots that
+    /// 8.2 (the Nano's JetPack 4.6) does not have: refused, saying so.
+    #[test]
+    fn an_older_minor_than_the_headers_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_libraries(dir.path(), 8201, None);
+        let paths = SearchPaths {
+            dirs: vec![dir.path().to_path_buf()],
+        };
+        let err = Libraries::open(&paths, &[8], Some(TrtVersion::from_lib(8601)))
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(text.contains("is TensorRT 8.2.1"), "{text}");
+        assert!(text.contains("needs 8.6 or a later 8.x"), "{text}");
+        // A newer minor than the headers only adds: it runs.
+        assert!(runs_shim_built_for(
+            TrtVersion::from_lib(8601),
+            TrtVersion::from_lib(8201)
+        ));
+        assert!(runs_shim_built_for(
+            TrtVersion::from_lib(101300),
+            TrtVersion::from_lib(100000)
+        ));
+        assert!(!runs_shim_built_for(
+            TrtVersion::from_lib(101300),
+            TrtVersion::from_lib(101400)
+        ));
+        assert!(!runs_shim_built_for(
+            TrtVersion::from_lib(8601),
+            TrtVersion::from_lib(100000)
+        ));
     }
 
     #[test]

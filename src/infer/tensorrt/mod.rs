@@ -16,18 +16,28 @@ pub mod settings;
 #[cfg(feature = "tensorrt")]
 pub mod engine;
 
-/// TensorRT majors the shim in this binary was compiled for (none without
-/// the feature).
-pub fn compiled_major() -> Option<u32> {
+/// The TensorRT headers the shim in this binary was compiled against (none
+/// without the feature).
+pub fn compiled_version() -> Option<libs::TrtVersion> {
     #[cfg(feature = "tensorrt")]
     {
         // SAFETY: returns a constant.
-        Some((unsafe { ffi::ew_trt_header_version() } / 10_000) as u32)
+        let v = unsafe { ffi::ew_trt_header_version() } as u32;
+        Some(libs::TrtVersion {
+            major: v / 10_000,
+            minor: v / 100 % 100,
+            patch: v % 100,
+        })
     }
     #[cfg(not(feature = "tensorrt"))]
     {
         None
     }
+}
+
+/// The TensorRT major the shim in this binary was compiled for.
+pub fn compiled_major() -> Option<u32> {
+    compiled_version().map(|v| v.major)
 }
 
 /// Why `backend = "tensorrt"` cannot run with this binary on this machine:

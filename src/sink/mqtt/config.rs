@@ -202,27 +202,29 @@ impl MqttConfig {
 
     /// Host and port from `url`.
     pub fn broker(&self) -> Result<BrokerAddr, String> {
-        let url = url::Url::parse(&self.url).map_err(|e| {
-            format!(
-                "{:?} is not a URL ({e}); expected mqtt://host:1883",
-                self.url
-            )
-        })?;
+        // Error messages show the URL without whatever sits before an '@'.
+        let shown = redacted(&self.url);
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| format!("{shown:?} is not a URL ({e}); expected mqtt://host:1883"))?;
         match url.scheme() {
             "mqtt" | "tcp" => {}
             "mqtts" | "ssl" => {}
             other => {
                 return Err(format!(
-                    "{:?}: scheme {other:?} is not MQTT; use mqtt://host:1883",
-                    self.url
+                    "{shown:?}: scheme {other:?} is not MQTT; use mqtt://host:1883"
                 ))
             }
+        }
+        if url.password().is_some() || !url.username().is_empty() {
+            return Err(format!(
+                "{shown:?} holds credentials, which would be logged; put the user in `username` and the password in `password_file`"
+            ));
         }
         let tls = matches!(url.scheme(), "mqtts" | "ssl");
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{:?} has no host; expected mqtt://host:1883", self.url))?;
+            .ok_or_else(|| format!("{shown:?} has no host; expected mqtt://host:1883"))?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -243,9 +245,39 @@ impl MqttConfig {
     }
 }
 
+/// `url` with anything between `//` and the last `@` of its authority
+/// shown as `***`: what a log line or error may carry of a URL.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_refused_and_never_echoed() {
+        for url in [
+            "mqtt://user:s3cret@127.0.0.1:1883",
+            "mqtt://s3cret@127.0.0.1",
+            "mqtts://u:s3cret@broker:8883/x",
+            "mqtt://u:s3 cret@broker",
+        ] {
+            let e = cfg(url).broker().unwrap_err();
+            assert!(!e.contains("s3"), "{e}");
+            assert!(e.contains("***@"), "{e}");
+            assert!(!cfg(url).validate().iter().any(|(_, r)| r.contains("s3")));
+        }
+        assert_eq!(redacted("mqtt://a:b@h:1/p@q"), "mqtt://***@h:1/p@q");
+        assert_eq!(redacted("mqtt://h:1"), "mqtt://h:1");
+    }
 
     fn cfg(url: &str) -> MqttConfig {
         MqttConfig {

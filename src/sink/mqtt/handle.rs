@@ -21,6 +21,26 @@ pub enum SinkError {
     Outbox(#[from] OutboxError),
 }
 
+/// Why the sink did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkStartError {
+    /// The outbox could not be opened, or another process holds it.
+    #[error("{0}")]
+    Outbox(#[from] OutboxError),
+    /// The session settings (TLS files, credentials) are unusable, or the
+    /// publisher thread could not start.
+    #[error("{0}")]
+    Start(String),
+}
+
+impl SinkStartError {
+    /// Whether the operator's configuration is what must change (exit 2):
+    /// another daemon already uses this outbox.
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, SinkStartError::Outbox(OutboxError::Locked { .. }))
+    }
+}
+
 /// A running MQTT publisher fed by the durable outbox.
 pub struct MqttSink {
     outbox: Arc<Outbox>,
@@ -42,9 +62,8 @@ impl MqttSink {
         cfg: &MqttConfig,
         device: &str,
         heartbeat: Option<Arc<crate::supervise::Stage>>,
-    ) -> Result<MqttSink, String> {
-        let (outbox, recovery) = Outbox::open(&cfg.outbox, (cfg.outbox_max_mb * 1048576.0) as u64)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<MqttSink, SinkStartError> {
+        let (outbox, recovery) = Outbox::open(&cfg.outbox, (cfg.outbox_max_mb * 1048576.0) as u64)?;
         if recovery.pending > 0 || recovery.truncated_bytes > 0 || recovery.damaged_records > 0 {
             tracing::info!(
                 "outbox {}: {} message(s) from an earlier run to deliver{}{}",
@@ -75,7 +94,7 @@ impl MqttSink {
         let announcements = Arc::new(std::sync::Mutex::new(Announcements::default()));
         let publisher = Publisher {
             announcements: announcements.clone(),
-            settings: SessionSettings::new(cfg, device)?,
+            settings: SessionSettings::new(cfg, device).map_err(SinkStartError::Start)?,
             pending: pending.clone(),
             outbox: outbox.clone(),
             stats: stats.clone(),
@@ -85,7 +104,7 @@ impl MqttSink {
         let thread = std::thread::Builder::new()
             .name("mqtt".into())
             .spawn(move || publisher.run())
-            .map_err(|e| format!("cannot start the MQTT thread: {e}"))?;
+            .map_err(|e| SinkStartError::Start(format!("cannot start the MQTT thread: {e}")))?;
         Ok(MqttSink {
             outbox,
             prefix: std::sync::RwLock::new(cfg.topic_prefix.clone()),

@@ -8,6 +8,6 @@ mod config;
 mod handle;
 mod session;
 
-pub use config::{BrokerAddr, MqttConfig};
-pub use handle::{MqttSink, SinkError};
+pub use config::{redacted, BrokerAddr, MqttConfig};
+pub use handle::{MqttSink, SinkError, SinkStartError};
 pub use session::SinkStats;

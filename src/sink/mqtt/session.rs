@@ -74,7 +74,7 @@ impl SessionSettings {
         Ok(SessionSettings {
             opts,
             qos: cfg.qos_level(),
-            url: cfg.url.clone(),
+            url: super::config::redacted(&cfg.url),
             status: status_topic(&cfg.topic_prefix, device),
         })
     }

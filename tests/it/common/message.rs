@@ -25,6 +25,7 @@ pub fn sample_message(seq: u64) -> Message {
     let result = FrameResult {
         width: 1920,
         height: 1080,
+        scaled_to: None,
         detections,
         timing: Timing {
             decode: 20.0,

@@ -20,11 +20,13 @@
 #include <NvOnnxParser.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -38,9 +40,6 @@ static_assert(offsetof(cudaDeviceProp, name) == 0, "cudaDeviceProp::name must be
 using namespace nvinfer1;
 
 namespace {
-
-// cudaErrorSetOnActiveProcess: device flags were already set; harmless here.
-constexpr int kCudaSetOnActiveProcess = 36;
 
 void set_err(char* err, size_t errlen, const std::string& msg) noexcept {
     if (err != nullptr && errlen > 0) {
@@ -56,31 +55,84 @@ template <typename T>
 using Owned = std::unique_ptr<T, Destroy<T>>;
 
 // Forwards TensorRT's log into the daemon's and keeps the last error, which
-// is what the failing call's message then quotes.
+// is what the failing call's message then quotes. One for the process:
+// TensorRT keeps the first logger it is given for every later builder and
+// runtime, and from 10 on the builder logs from its own threads, so the
+// last error is guarded.
 class Logger : public ILogger {
 public:
-    explicit Logger(const ew_trt_api* api) : api_(api) {}
+    static Logger& instance() noexcept {
+        static Logger logger;
+        return logger;
+    }
+
+    // The daemon's log function; every call hands the same one over.
+    void attach(const ew_trt_api* api) noexcept {
+        sink_.store(api->log);
+        user_.store(api->log_user);
+    }
 
     void log(Severity severity, char const* msg) noexcept override {
-        if (api_->log != nullptr) {
-            api_->log(api_->log_user, static_cast<int32_t>(severity), msg);
+        auto sink = sink_.load();
+        if (sink != nullptr) {
+            sink(user_.load(), static_cast<int32_t>(severity), msg);
         }
         if (severity <= Severity::kERROR) {
             try {
+                std::lock_guard<std::mutex> lock(mu_);
                 last_error_ = msg;
             } catch (...) {
             }
         }
     }
 
+    // Called as each entry point starts, so an old error is not quoted.
+    void clear() noexcept {
+        try {
+            std::lock_guard<std::mutex> lock(mu_);
+            last_error_.clear();
+        } catch (...) {
+        }
+    }
+
     std::string last_error(const char* fallback) const {
+        std::lock_guard<std::mutex> lock(mu_);
         return last_error_.empty() ? std::string(fallback) : last_error_;
     }
 
 private:
-    const ew_trt_api* api_;
+    Logger() = default;
+    std::atomic<void (*)(void*, int32_t, const char*)> sink_{nullptr};
+    std::atomic<void*> user_{nullptr};
+    mutable std::mutex mu_;
     std::string last_error_;
 };
+
+// The process's logger, pointed at this call's log function, its last error
+// cleared.
+Logger& logger_for(const ew_trt_api* api) noexcept {
+    Logger& logger = Logger::instance();
+    logger.attach(api);
+    logger.clear();
+    return logger;
+}
+
+// TensorRT's standard plugins, registered once where libnvinfer_plugin is.
+void init_plugins(const ew_trt_api* api, Logger& logger) noexcept {
+    static std::once_flag once;
+    if (api->init_plugins == nullptr) {
+        return;
+    }
+    try {
+        std::call_once(once, [&] {
+            if (api->init_plugins(&logger, "") == 0) {
+                logger.log(ILogger::Severity::kWARNING,
+                           "initLibNvInferPlugins failed: models with plugin layers will not parse");
+            }
+        });
+    } catch (...) {
+    }
+}
 
 bool cuda_ok(const ew_trt_api* api, int rc, const char* what, char* err, size_t errlen) {
     if (rc == 0) {
@@ -93,13 +145,23 @@ bool cuda_ok(const ew_trt_api* api, int rc, const char* what, char* err, size_t 
     return false;
 }
 
-// Mapped host memory must be allowed before the device's context exists.
+// The device first, so flags go to its context: setting them before
+// cudaSetDevice starts device 0's context when another device is wanted.
+// Blocking sync: waiting for the GPU sleeps instead of spinning a core (a
+// Nano has four). A context that already exists (the device query made it)
+// keeps its flags: cudaErrorSetOnActiveProcess is harmless, and cleared so
+// TensorRT's own checks do not see it. Mapped host memory needs no flag:
+// runtime-API contexts on 64-bit systems (unified addressing) allow it.
 bool select_device(const ew_trt_api* api, int32_t device, char* err, size_t errlen) {
-    int rc = api->set_device_flags(cudaDeviceMapHost);
-    if (rc != 0 && rc != kCudaSetOnActiveProcess) {
-        return cuda_ok(api, rc, "cudaSetDeviceFlags(cudaDeviceMapHost)", err, errlen);
+    if (!cuda_ok(api, api->set_device(device), "cudaSetDevice", err, errlen)) {
+        return false;
     }
-    return cuda_ok(api, api->set_device(device), "cudaSetDevice", err, errlen);
+    const int rc = api->set_device_flags(cudaDeviceScheduleBlockingSync);
+    if (rc == cudaErrorSetOnActiveProcess) {
+        api->get_last_error();
+        return true;
+    }
+    return cuda_ok(api, rc, "cudaSetDeviceFlags(cudaDeviceScheduleBlockingSync)", err, errlen);
 }
 
 std::string dims_text(const Dims& d) {
@@ -201,7 +263,8 @@ void allow_fp16(IBuilder& builder, IBuilderConfig& config, const ew_trt_api* api
     if (api->log != nullptr) {
         api->log(api->log_user, 2,
                  "TensorRT 11 has no weakly typed FP16: the engine keeps the ONNX file's types "
-                 "(export the model in FP16 for an FP16 engine)");
+                 "(for an FP16 engine export the model in FP16 with float32 inputs and outputs, "
+                 "e.g. onnxconverter-common's convert_float_to_float16(keep_io_types=True))");
     }
 #else
     // Deprecated from 10.12 in favour of strongly typed networks, still the
@@ -250,10 +313,11 @@ int build(const ew_trt_api* api, const ew_trt_build_params* p, ew_trt_progress p
           void* user, ew_trt_blob* plan, ew_trt_blob* timing, char* err, size_t errlen) {
     std::memset(plan, 0, sizeof(*plan));
     std::memset(timing, 0, sizeof(*timing));
+    Logger& logger = logger_for(api);
     if (!select_device(api, p->device, err, errlen)) {
         return -1;
     }
-    Logger logger(api);
+    init_plugins(api, logger);
     Owned<IBuilder> builder(
         static_cast<IBuilder*>(api->create_builder(&logger, NV_TENSORRT_VERSION)));
     if (!builder) {
@@ -386,7 +450,7 @@ struct Engine {
         uint64_t capacity = 0;   // elements
     };
 
-    explicit Engine(const ew_trt_api* a) : api(a), logger(a) {}
+    explicit Engine(const ew_trt_api* a) : api(a), logger(logger_for(a)) {}
 
     ~Engine() {
         context.reset();
@@ -404,7 +468,7 @@ struct Engine {
     }
 
     const ew_trt_api* api;
-    Logger logger;
+    Logger& logger;
     Owned<IRuntime> runtime;
     Owned<ICudaEngine> engine;
     Owned<IExecutionContext> context;
@@ -494,11 +558,16 @@ bool list_tensors(Engine& e, char* err, size_t errlen) {
 #endif
         t.binding = i;
         if (type != DataType::kFLOAT) {
+            // FP16 layers are what an FP16 engine is; its inputs and outputs
+            // stay float32 (a half I/O would need a conversion per frame).
             set_err(err, errlen,
-                    "tensor " + t.name + " is not float32 (TensorRT type " +
-                        std::to_string(static_cast<int32_t>(type)) +
-                        "); edgewatch feeds and reads float32 (keep the ONNX file's inputs and "
-                        "outputs float32)");
+                    "tensor " + t.name + " is " +
+                        (type == DataType::kHALF
+                             ? std::string("float16")
+                             : "not float32 (TensorRT type " +
+                                   std::to_string(static_cast<int32_t>(type)) + ")") +
+                        "; edgewatch feeds and reads float32: keep the model's inputs and outputs "
+                        "float32 (an FP16 export with keep_io_types=True)");
             return false;
         }
         t.dynamic = has_dynamic(e.engine_shape(t));
@@ -542,30 +611,40 @@ bool allocate(Engine& e, Engine::Tensor& t, char* err, size_t errlen) {
 Engine* load(const ew_trt_api* api, const void* plan, uint64_t len, const ew_trt_load_params* p,
              ew_trt_io* io, char* err, size_t errlen) {
     std::memset(io, 0, sizeof(*io));
+    io->failed_step = EW_TRT_STEP_DEVICE;
+    std::unique_ptr<Engine> e(new Engine(api));
     if (!select_device(api, p->device, err, errlen)) {
         return nullptr;
     }
-    std::unique_ptr<Engine> e(new Engine(api));
+    init_plugins(api, e->logger);
     e->mapped = p->mapped != 0;
+    io->failed_step = EW_TRT_STEP_RUNTIME;
     e->runtime.reset(static_cast<IRuntime*>(api->create_runtime(&e->logger, NV_TENSORRT_VERSION)));
     if (!e->runtime) {
         set_err(err, errlen, "createInferRuntime failed: " + e->logger.last_error("no reason given"));
         return nullptr;
     }
+    io->failed_step = EW_TRT_STEP_DESERIALISE;
     e->engine.reset(e->runtime->deserializeCudaEngine(plan, static_cast<size_t>(len)));
     if (!e->engine) {
         set_err(err, errlen,
                 "the engine file does not deserialise: " + e->logger.last_error("no reason given"));
         return nullptr;
     }
+    // An engine that deserialised but has tensors edgewatch cannot feed is
+    // a bad file too: it was built for something else.
+    if (!list_tensors(*e, err, errlen)) {
+        return nullptr;
+    }
+    io->failed_step = EW_TRT_STEP_CONTEXT;
     e->context.reset(e->engine->createExecutionContext());
     if (!e->context) {
         set_err(err, errlen,
                 "createExecutionContext failed: " + e->logger.last_error("no reason given"));
         return nullptr;
     }
-    if (!cuda_ok(api, api->stream_create(&e->stream), "cudaStreamCreate", err, errlen) ||
-        !list_tensors(*e, err, errlen)) {
+    io->failed_step = EW_TRT_STEP_BUFFERS;
+    if (!cuda_ok(api, api->stream_create(&e->stream), "cudaStreamCreate", err, errlen)) {
         return nullptr;
     }
     // Buffers are sized for the largest input the daemon will send, so that
@@ -636,6 +715,7 @@ Engine* load(const ew_trt_api* api, const void* plan, uint64_t len, const ew_trt
     }
     io->device_memory_bytes = e->device_memory();
     io->buffer_bytes = buffer_bytes;
+    io->failed_step = EW_TRT_STEP_NONE;
     return e.release();
 }
 
@@ -643,8 +723,24 @@ int run(Engine& e, const float* input, const int32_t dims[4], float* output, uin
         int32_t out_dims[EW_TRT_MAX_DIMS], int32_t* out_rank, char* err, size_t errlen) {
     Engine::Tensor& in = e.tensors[e.input];
     Engine::Tensor& out = e.tensors[e.output];
+    e.logger.clear();
     const Dims4 shape = nchw(dims);
     const uint64_t n = volume(shape);
+    if (!in.dynamic) {
+        // Same element count is not enough: 1x3x640x480 into a 1x3x480x640
+        // engine would run on the wrong layout.
+        const Dims fixed = e.engine_shape(in);
+        bool same = fixed.nbDims == 4;
+        for (int32_t i = 0; same && i < 4; ++i) {
+            same = fixed.d[i] == shape.d[i];
+        }
+        if (!same) {
+            set_err(err, errlen,
+                    "input " + dims_text(shape) + " does not match the engine's fixed input " +
+                        dims_text(fixed) + "; the model takes only that size");
+            return -1;
+        }
+    }
     if (n > in.capacity) {
         set_err(err, errlen,
                 "input " + dims_text(shape) + " is larger than the buffers, sized for " +

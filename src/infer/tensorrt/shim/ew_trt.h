@@ -19,7 +19,7 @@ extern "C" {
 #endif
 
 /* Bumped when any struct below changes; checked by the Rust side. */
-#define EW_TRT_ABI 1
+#define EW_TRT_ABI 2
 
 /* Most dimensions a tensor may have (TensorRT's Dims::MAX_DIMS). */
 #define EW_TRT_MAX_DIMS 8
@@ -55,6 +55,12 @@ typedef struct ew_trt_api {
      * ILogger::Severity: 0 internal error, 1 error, 2 warning, 3 info, 4 verbose. */
     void (*log)(void* user, int32_t severity, const char* message);
     void* log_user;
+    /* cudaGetLastError: clears the error a tolerated call left behind. */
+    int (*get_last_error)(void);
+    /* initLibNvInferPlugins from libnvinfer_plugin, or NULL where that
+     * library is not installed (models with plugin layers then fail to
+     * parse, naming the layer). */
+    int (*init_plugins)(void* logger, const char* plugin_namespace);
 } ew_trt_api;
 
 /* The GPU and the libraries, for the engine cache key. */
@@ -123,6 +129,16 @@ typedef struct ew_trt_tensor {
     uint64_t capacity;
 } ew_trt_tensor;
 
+/* Which step of ew_trt_load failed: only EW_TRT_STEP_DESERIALISE means the
+ * engine file itself is bad (and may be thrown away); the others are the
+ * device, memory or a driver, and the file is kept. */
+#define EW_TRT_STEP_NONE 0
+#define EW_TRT_STEP_DEVICE 1
+#define EW_TRT_STEP_RUNTIME 2
+#define EW_TRT_STEP_DESERIALISE 3
+#define EW_TRT_STEP_CONTEXT 4
+#define EW_TRT_STEP_BUFFERS 5
+
 typedef struct ew_trt_io {
     int32_t count;
     ew_trt_tensor tensors[EW_TRT_MAX_TENSORS];
@@ -130,6 +146,8 @@ typedef struct ew_trt_io {
     uint64_t device_memory_bytes;
     /* Input and output buffers, on the GPU or mapped. */
     uint64_t buffer_bytes;
+    /* EW_TRT_STEP_*: where a failed load stopped. */
+    int32_t failed_step;
 } ew_trt_io;
 
 /* NV_TENSORRT_MAJOR*10000 + MINOR*100 + PATCH of the headers the shim was
