@@ -8,7 +8,8 @@
 #
 # Usage: install-deps.sh [--cross] [--tests] [--check]
 #   --cross  also what cross/test.sh needs (qemu, arm64 libc, lintian)
-#   --tests  also the tests' RTSP server (gst-rtsp-server, x264; ~230 MB)
+#   --tests  also the tests' RTSP server (gst-rtsp-server, x264; ~230 MB) and
+#            Prometheus (~110 MB)
 #   --check  only list what is missing; exit 1 if anything is
 set -euo pipefail
 
@@ -57,6 +58,8 @@ if $tests; then
     "gstreamer1.0-plugins-good:rtph264pay and multifilesrc"
     "gstreamer1.0-plugins-bad:rtph265pay and x265enc (the H.265 refusal test)"
     "gstreamer1.0-plugins-ugly:x264enc, the H.264 the RTSP tests stream"
+    "prometheus:a real Prometheus scrapes /metrics in the tests; promtool checks its format"
+    "netpbm:pnmtotiff writes the G4 TIFF scans the tests read"
   )
 fi
 

@@ -25,6 +25,7 @@ fi
 ./engines/fetch-models.sh
 ./engines/fetch-onnxruntime.sh
 ./engines/make-test-models.sh
+./engines/fetch-real-images.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

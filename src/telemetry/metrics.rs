@@ -109,6 +109,31 @@ pub struct Metrics {
     pub backend_switches: Counter,
     /// Running camera streams, and the counts already exported from each.
     cameras: std::sync::Mutex<Vec<CameraEntry>>,
+    /// Labelled families: (name, help, type). prometheus-client writes a
+    /// family only once it has a sample; scrapers and dashboards want every
+    /// family described from the first scrape.
+    families: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+/// The labelled families, as registered below.
+const FAMILIES: [(&str, &str, &str); 9] = [
+    ("frames", "Frames by source and outcome (done, failed)", "counter"),
+    ("detections", "Detections published, by source", "counter"),
+    ("frame_stage_seconds", "Time per frame in each pipeline stage", "histogram"),
+    ("stage_restarts", "Times a failed stage was restarted in place", "counter"),
+    ("camera_frames", "Camera frames by source and outcome (captured, skipped, dropped, bad, inferred, still: not inferred for lack of motion)", "counter"),
+    ("camera_reconnects", "Times a camera was reopened after it was lost", "counter"),
+    ("events", "Event messages queued, by source and outcome (new, update, end, snapshot, objects)", "counter"),
+    ("model_pixels", "Pixels of model input (tensor height x width, every engine call and batch item), by source: what frames cost the model", "counter"),
+    ("tiles", "Tiles of tiled passes by source and outcome (run; reused: the map kept from an earlier run because the tile's picture had not changed, motion = true)", "counter"),
+];
+
+fn help(name: &str) -> &'static str {
+    FAMILIES
+        .iter()
+        .find(|f| f.0 == name)
+        .map(|f| f.1)
+        .expect("a family listed in FAMILIES")
 }
 
 impl Metrics {
@@ -131,24 +156,16 @@ impl Metrics {
     pub fn new(model: &ModelInfo) -> Metrics {
         let mut registry = Registry::with_prefix("edgewatch");
         let frames = Family::<FrameLabels, Counter>::default();
-        registry.register(
-            "frames",
-            "Frames by source and outcome (done, failed)",
-            frames.clone(),
-        );
+        registry.register("frames", help("frames"), frames.clone());
         let detections = Family::<SourceLabel, Counter>::default();
-        registry.register(
-            "detections",
-            "Detections published, by source",
-            detections.clone(),
-        );
+        registry.register("detections", help("detections"), detections.clone());
         let stage_seconds =
             Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
             );
         registry.register(
             "frame_stage_seconds",
-            "Time per frame in each pipeline stage",
+            help("frame_stage_seconds"),
             stage_seconds.clone(),
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
@@ -212,41 +229,25 @@ impl Metrics {
             "Stages that stopped making progress",
         );
         let restarts = Family::<StageLabel, Counter>::default();
-        registry.register(
-            "stage_restarts",
-            "Times a failed stage was restarted in place",
-            restarts.clone(),
-        );
+        registry.register("stage_restarts", help("stage_restarts"), restarts.clone());
         let camera_frames = Family::<FrameLabels, Counter>::default();
         registry.register(
             "camera_frames",
-            "Camera frames by source and outcome (captured, skipped, dropped, bad, inferred, still: not inferred for lack of motion)",
+            help("camera_frames"),
             camera_frames.clone(),
         );
         let camera_reconnects = Family::<SourceLabel, Counter>::default();
         registry.register(
             "camera_reconnects",
-            "Times a camera was reopened after it was lost",
+            help("camera_reconnects"),
             camera_reconnects.clone(),
         );
         let events = Family::<FrameLabels, Counter>::default();
-        registry.register(
-            "events",
-            "Event messages queued, by source and outcome (new, update, end, snapshot, objects)",
-            events.clone(),
-        );
+        registry.register("events", help("events"), events.clone());
         let model_pixels = Family::<SourceLabel, Counter>::default();
-        registry.register(
-            "model_pixels",
-            "Pixels of model input (tensor height x width, every engine call and batch item), by source: what frames cost the model",
-            model_pixels.clone(),
-        );
+        registry.register("model_pixels", help("model_pixels"), model_pixels.clone());
         let tiles = Family::<FrameLabels, Counter>::default();
-        registry.register(
-            "tiles",
-            "Tiles of tiled passes by source and outcome (run; reused: the map kept from an earlier run because the tile's picture had not changed, motion = true)",
-            tiles.clone(),
-        );
+        registry.register("tiles", help("tiles"), tiles.clone());
         let backend = Family::<BackendLabel, Gauge>::default();
         registry.register(
             "backend",
@@ -297,6 +298,7 @@ impl Metrics {
             backend,
             backend_switches,
             cameras: std::sync::Mutex::new(Vec::new()),
+            families: FAMILIES.to_vec(),
         }
     }
 
@@ -430,6 +432,18 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
+        let missing: String = self
+            .families
+            .iter()
+            .filter(|(name, _, _)| !out.contains(&format!("# TYPE edgewatch_{name} ")))
+            .map(|(name, help, kind)| {
+                format!("# HELP edgewatch_{name} {help}.\n# TYPE edgewatch_{name} {kind}\n")
+            })
+            .collect();
+        match out.rfind("# EOF") {
+            Some(at) => out.insert_str(at, &missing),
+            None => out.push_str(&missing),
+        }
         out
     }
 

@@ -143,8 +143,10 @@ fn folder_to_mqtt_with_bad_files_and_clean_stop() {
         while !record.exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        let text = std::fs::read_to_string(&record).unwrap();
+        // One line, as docs/sources.md says (tail, jq -c, log shippers).
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["stage"], "decode", "{bad}");
         assert!(
             v["error"].as_str().unwrap().contains(why),
