@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     if std::env::var_os("CARGO_FEATURE_TENSORRT").is_none() {
+        // `edgewatch --version` says which TensorRT a build drives.
+        println!("cargo:rustc-env=EDGEWATCH_BACKENDS= (CPU: tract, ONNX Runtime; no TensorRT)");
         return;
     }
     println!("cargo:rerun-if-changed=src/infer/tensorrt/shim");
@@ -61,6 +63,7 @@ fn main() {
             missing.join(", ")
         );
         println!("cargo:warning={line}");
+        println!("cargo:rustc-env=EDGEWATCH_BACKENDS= (CPU: tract, ONNX Runtime; TensorRT headers missing)");
         // A type-check never links, so check and clippy pass; a real build
         // stops here with the line above instead of undefined symbols.
         let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -88,7 +91,27 @@ fn main() {
         println!("cargo:rustc-link-arg={}", script.display());
         return;
     };
+    let v = header_version(&trt).unwrap_or_else(|| "?.?.?".into());
+    let parts: Vec<&str> = v.split('.').collect();
+    println!(
+        "cargo:rustc-env=EDGEWATCH_BACKENDS= (CPU: tract, ONNX Runtime; TensorRT: built against {v} headers, runs on {}.{} or a later {}.x)",
+        parts[0], parts[1], parts[0]
+    );
     compile_shim(&[trt, parser, cuda]);
+}
+
+/// `major.minor.patch` from NvInferVersion.h in `dir`.
+fn header_version(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("NvInferVersion.h")).ok()?;
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("#define {name} ")))
+            .and_then(|v| v.split_whitespace().next().map(str::to_string))
+    };
+    let major = get("TRT_MAJOR_ENTERPRISE").or_else(|| get("NV_TENSORRT_MAJOR"))?;
+    let minor = get("TRT_MINOR_ENTERPRISE").or_else(|| get("NV_TENSORRT_MINOR"))?;
+    let patch = get("TRT_PATCH_ENTERPRISE").or_else(|| get("NV_TENSORRT_PATCH"))?;
+    Some(format!("{major}.{minor}.{patch}"))
 }
 
 #[cfg(feature = "tensorrt")]

@@ -106,6 +106,38 @@ for want in 'Serving on the CPU backend meanwhile; building one at low priority'
   fi
 done
 grep -E 'no usable TensorRT|not available' "$cfg/log" | sed 's/^[^ ]* *//'
+# CUDA's order, as the stand-in runtime keeps it: a device other than 0 is
+# made current before its flags are set (no context on device 0), and the
+# second selection, once the device query has created the context, meets
+# cudaErrorSetOnActiveProcess (708) and goes on.
+sed -i 's/^\[tensorrt\]$/[tensorrt]\ndevice = 1/' "$cfg/ew.toml"
+trace=$cfg/trace
+set +e
+err=$(STANDIN_TRACE=$trace LD_LIBRARY_PATH=$lib "$bin" build-engine --config "$cfg/ew.toml" 2>&1)
+set -e
+if grep -q '^context 0' "$trace" || ! echo "$err" | grep -q 'createInferBuilder failed' \
+   || [ "$(head -1 "$trace")" != "cudaSetDevice 1" ] || [ "$(grep -c '^cudaSetDeviceFlags 1' "$trace")" -lt 2 ]; then
+  cat "$trace" >&2; echo "$err" >&2
+  echo "check-tensorrt: device 1 with a live context: expected cudaSetDevice first, 708 tolerated" >&2
+  exit 1
+fi
+echo "check-tensorrt: device 1: $(tr '\n' ' ' < "$trace")"
+# The version gate: a shim compiled against 8.6 headers must not start on
+# the Nano's 8.2 (vtable slots 8.2 lacks), and does on 8.6.
+TENSORRT_ROOT=$PWD/$h/trt-8.6.1 CUDA_HOME=$PWD/$h/cuda12 \
+  cargo build --locked --features tensorrt --bin edgewatch
+cp target/debug/edgewatch "$bin"
+set +e
+err=$(LD_LIBRARY_PATH=$lib "$bin" build-engine --config "$cfg/ew.toml" 2>&1)
+err86=$(STANDIN_TRT_VERSION=8601 LD_LIBRARY_PATH=$lib "$bin" build-engine --config "$cfg/ew.toml" 2>&1)
+set -e
+if ! echo "$err" | grep -q 'is TensorRT 8.2.1, but this edgewatch was compiled against TensorRT 8.6.1 headers and needs 8.6 or a later 8.x' \
+   || ! echo "$err86" | grep -q 'createInferBuilder failed'; then
+  echo "$err" "$err86" >&2
+  echo "check-tensorrt: the 8.6-header build must refuse TensorRT 8.2 and run on 8.6" >&2
+  exit 1
+fi
+echo "$err" | grep -E '^edgewatch' | head -1
 # CHECK_TRT_AARCH64=1: the same for the Nano's target (glibc 2.27, zig's
 # C++), run under qemu with stand-ins built by zig (about 5 minutes).
 if [ "${CHECK_TRT_AARCH64:-0}" = 1 ]; then

@@ -23,7 +23,7 @@ static ALLOC: edgewatch::hugepages::HugePageAlloc = edgewatch::hugepages::HugePa
 #[derive(Parser)]
 #[command(
     name = "edgewatch",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), env!("EDGEWATCH_BACKENDS")),
     about = "Inference daemon for the edge: folders and cameras -> ONNX detection -> MQTT"
 )]
 struct Cli {

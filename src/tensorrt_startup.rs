@@ -363,6 +363,9 @@ pub fn build_engine(config: &Config) -> anyhow::Result<()> {
     let onnx_bytes = std::fs::metadata(&config.model.path)?.len();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let (ram, swap) = settings::free_memory(&meminfo).unwrap_or((u64::MAX / 4, 0));
+    // Under systemd's MemoryMax the cgroup, not the machine, is the limit
+    // (swap included: memory.max counts only RAM, so swap stays usable).
+    let ram = settings::cgroup_room_here().map_or(ram, |room| ram.min(room));
     let (workspace, note) = settings::fit_workspace(
         t.workspace_mb * MIB,
         settings::build_overhead(key.restricted_tactics, onnx_bytes),

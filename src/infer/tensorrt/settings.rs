@@ -194,6 +194,32 @@ pub fn free_memory(meminfo: &str) -> Option<(u64, u64)> {
     Some((field("MemAvailable:")?, field("SwapFree:").unwrap_or(0)))
 }
 
+/// Bytes this process's cgroup (v2) may still take: `memory.max` minus
+/// `memory.current`, or `None` where there is no limit. systemd's
+/// `MemoryMax` sets it for the daemon and its build child together, and
+/// `/proc/meminfo` does not see it: a build sized from meminfo alone is
+/// killed by the cgroup, not by the kernel's OOM killer.
+pub fn cgroup_room(proc_self_cgroup: &str, read: &dyn Fn(&str) -> Option<String>) -> Option<u64> {
+    let path = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim();
+    let dir = format!("/sys/fs/cgroup{}", if path == "/" { "" } else { path });
+    let max = read(&format!("{dir}/memory.max"))?;
+    let max: u64 = max.trim().parse().ok()?; // "max": no limit
+    let current: u64 = read(&format!("{dir}/memory.current"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(max.saturating_sub(current))
+}
+
+/// [`cgroup_room`] of this process.
+pub fn cgroup_room_here() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_room(&own, &|p| std::fs::read_to_string(p).ok())
+}
+
 /// What the builder may use besides its workspace: the runtime, the parsed
 /// network and tactic timing buffers.
 pub fn build_overhead(restricted: bool, onnx_bytes: u64) -> u64 {
@@ -242,6 +268,26 @@ pub fn fit_workspace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cgroup_limit_is_read_from_the_own_cgroup() {
+        let files = |p: &str| match p {
+            "/sys/fs/cgroup/system.slice/edgewatch.service/memory.max" => {
+                Some("1610612736\n".to_string())
+            }
+            "/sys/fs/cgroup/system.slice/edgewatch.service/memory.current" => {
+                Some("536870912\n".to_string())
+            }
+            "/sys/fs/cgroup/memory.max" => Some("max\n".to_string()),
+            "/sys/fs/cgroup/memory.current" => Some("1\n".to_string()),
+            _ => None,
+        };
+        let own = "0::/system.slice/edgewatch.service\n";
+        assert_eq!(cgroup_room(own, &files), Some(1024 * MIB));
+        // No limit, and cgroup v1 (no "0::" line): None.
+        assert_eq!(cgroup_room("0::/\n", &files), None);
+        assert_eq!(cgroup_room("4:memory:/x\n", &files), None);
+    }
 
     #[test]
     fn defaults_and_validation_name_each_key() {
