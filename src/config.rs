@@ -431,8 +431,43 @@ fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
             issue.reason.push_str(&hint);
         }
         within_source(text, &mut issue);
-        vec![issue]
+        // serde stops at the first problem; a wrong source kind elsewhere
+        // in the file is cheap to see, and worth saying in the same run.
+        let others: Vec<ConfigIssue> = unknown_source_kinds(text)
+            .into_iter()
+            .filter(|k| !issue.key.starts_with(&k.key) && !k.key.starts_with(&issue.key))
+            .collect();
+        std::iter::once(issue).chain(others).collect()
     })
+}
+
+/// Every `[[source]]` whose `kind` is not one edgewatch has.
+fn unknown_source_kinds(text: &str) -> Vec<ConfigIssue> {
+    const KINDS: [&str; 4] = ["folder", "camera", "replay", "rtsp"];
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    let spans = crate::config_spans::Spans::new(text);
+    let sources = table.get("source").and_then(|s| s.as_array());
+    sources
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let kind = s.get("kind")?.as_str()?;
+            (!KINDS.contains(&kind)).then(|| {
+                let key = format!("source[{i}].kind");
+                ConfigIssue {
+                    line: spans.line(&key),
+                    key,
+                    reason: format!(
+                        "unknown source kind {kind:?}; use one of {}",
+                        KINDS.join(", ")
+                    ),
+                }
+            })
+        })
+        .collect()
 }
 
 /// serde names an unknown key inside a source's sub-table (`[source.events]`)
@@ -868,5 +903,22 @@ mod tests {
         let fine =
             Config::from_toml("[model]\npath = \"m.onnx\"\n", dir.path(), Purpose::Detect).unwrap();
         assert_eq!((fine.tiling.tile, fine.plan_fitted), (960, None));
+    }
+
+    /// A key typo and a wrong source kind in one file: both are said.
+    #[test]
+    fn a_typo_and_a_bad_source_kind_are_both_reported() {
+        let found = issues(
+            "[model]\npath = \"m.onnx\"\nfamly = \"db\"\n[[source]]\nname = \"a\"\nkind = \"foldr\"\npath = \"in\"\n",
+            Purpose::Run,
+        );
+        let keys: Vec<(&str, Option<usize>)> =
+            found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+        assert_eq!(
+            keys,
+            [("model", Some(3)), ("source[0].kind", Some(6))],
+            "{found:?}"
+        );
+        assert!(found[1].reason.contains("\"foldr\""), "{found:?}");
     }
 }

@@ -333,9 +333,14 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
         Err(code) => return code,
     };
     if print_plan {
+        let note = config
+            .plan_fitted
+            .as_deref()
+            .map(|n| format!("{n}\n"))
+            .unwrap_or_default();
         match config.memory_plan() {
-            Ok(plan) if images.is_empty() => println!("{plan}"),
-            Ok(plan) => eprintln!("{plan}"),
+            Ok(plan) if images.is_empty() => println!("{note}{plan}"),
+            Ok(plan) => eprintln!("{note}{plan}"),
             Err(e) => {
                 eprintln!("edgewatch: {}: {}", e.key, e.reason);
                 return ExitCode::from(2);

@@ -581,6 +581,47 @@ mod tests {
         assert_eq!(states, [0, 1, 0]);
     }
 
+    /// A stream that stops: the objects stay for end_after_s plus the
+    /// grace (here 2 + 10 s, as the daemon computes `silent_after`), and the
+    /// retained state says "silent" meanwhile; then they end.
+    #[test]
+    fn a_silent_stream_is_said_in_the_objects_state_before_its_objects_end() {
+        let cfg = SceneConfig {
+            publish: default_publish(),
+            zones: Vec::new(),
+            mask: Vec::new(),
+            events: EventsConfig {
+                min_frames: 1,
+                end_after_s: 2.0,
+                silent_grace_s: 10.0,
+                ..EventsConfig::default()
+            },
+            snapshots: None,
+        };
+        let mut s = SceneTracker::new("dev", "cam", cfg, 7, Duration::from_secs(12));
+        let frame = RgbImage::new(640, 480);
+        let mut all = Vec::new();
+        for i in 0..3u64 {
+            all.extend(s.observe(i + 1, at(500 * i), &[det(100.0, 0.9)], &frame));
+        }
+        // The stream stops at 1 s: silent from 1 + 2 s, ended at 1 + 12 s.
+        all.extend(s.sweep(at(2_000)));
+        all.extend(s.sweep(at(4_000)));
+        all.extend(s.sweep(at(8_000)));
+        all.extend(s.sweep(at(13_500)));
+        let states: Vec<(u64, bool)> = all
+            .iter()
+            .filter(|o| o.leaf == "objects")
+            .map(|o| {
+                let v: serde_json::Value = serde_json::from_slice(&o.payload).unwrap();
+                (v["count"].as_u64().unwrap(), v["silent"].as_bool().unwrap())
+            })
+            .collect();
+        assert_eq!(states, [(1, false), (1, true), (0, false)]);
+        let kinds: Vec<String> = events(&all).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kinds, ["new", "end"]);
+    }
+
     #[test]
     fn masks_drop_detections_and_zones_gate_and_name_events() {
         let mut s = scene(

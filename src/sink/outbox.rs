@@ -76,7 +76,8 @@ pub enum OutboxError {
 }
 
 /// The lock file in every outbox directory; it holds the pid of its owner.
-const LOCK_FILE: &str = "lock";
+/// A dot name: it sorts before the segments and is not one of them.
+const LOCK_FILE: &str = ".lock";
 
 /// One queued message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -750,6 +751,9 @@ fn replay(
             _ => {
                 let key = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));
                 index.remove(&key);
+                // A segment may hold only the acks of entries whose own
+                // segment is gone: keys still never go back.
+                *next_key = (*next_key).max(key + 1);
             }
         }
         if damaged {

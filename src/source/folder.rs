@@ -322,14 +322,11 @@ pub struct FolderSource {
     waiting: std::collections::HashSet<std::ffi::OsString>,
     /// Entries that are not regular files, logged once each.
     skipped: std::collections::HashSet<std::ffi::OsString>,
-    /// A shared flock on `.processing/.edgewatch-users` while running: it
+    /// A shared flock on the `.processing` directory while running: it
     /// tells a daemon starting on the same (network) inbox that the files
     /// in `.processing` may be someone's work in flight, not a crash's.
     users: Option<std::fs::File>,
 }
-
-/// In `.processing`; a dot name, so it is never taken for an image.
-const USERS_FILE: &str = ".edgewatch-users";
 
 impl FolderSource {
     /// Creates the directories (inbox, `.processing`, done, failed) if needed.
@@ -448,28 +445,21 @@ impl FolderSource {
     /// (several PCs on a network folder) each hold a shared lock, and the
     /// files in `.processing` are then another one's work in flight.
     fn requeue_processing(&mut self) -> Result<(), FolderError> {
-        let lock_path = self.paths.processing.join(USERS_FILE);
+        // The directory itself is locked: no file of ours lies among the
+        // claimed ones.
+        let lock_path = self.paths.processing.clone();
         let dir_error = |err| FolderError::Dir {
             source_name: self.cfg.name.clone(),
             path: lock_path.clone(),
             err,
         };
-        let users = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(dir_error)?;
+        let users = std::fs::File::open(&lock_path).map_err(dir_error)?;
         let alone = match users.try_lock() {
             Ok(()) => true,
             Err(std::fs::TryLockError::WouldBlock) => false,
             Err(std::fs::TryLockError::Error(err)) => return Err(dir_error(err)),
         };
         let left = self.list(&self.paths.processing.clone())?;
-        let left: Vec<PathBuf> = left
-            .into_iter()
-            .filter(|p| !is_temporary(&p.file_name().unwrap_or_default().to_string_lossy()))
-            .collect();
         // Shared from here on (an exclusive flock converts in place), so a
         // daemon starting later sees this one and leaves our files alone.
         users.lock_shared().map_err(dir_error)?;
@@ -792,12 +782,7 @@ mod tests {
         std::fs::create_dir_all(cfg.path.join(".processing")).unwrap();
         std::fs::write(cfg.path.join(".processing/theirs.jpg"), b"data").unwrap();
         // Another daemon, running: it holds the shared lock (its own open).
-        let other = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(cfg.path.join(".processing").join(USERS_FILE))
-            .unwrap();
+        let other = std::fs::File::open(cfg.path.join(".processing")).unwrap();
         other.lock_shared().unwrap();
         std::fs::write(cfg.path.join("mine.jpg"), b"data").unwrap();
         let (rx, stop, t) = start(cfg.clone(), 1);

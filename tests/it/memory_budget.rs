@@ -187,31 +187,49 @@ fn print_plan(cfg: &Path) -> std::process::Output {
 fn a_budget_that_cannot_fit_exits_2_naming_the_knob() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("small.toml");
-    let write = |extra: &str| {
+    let write = |budget: u64, extra: &str| {
         std::fs::write(
             &cfg,
             format!(
-                "memory_budget_mb = 100\n[model]\npath = {:?}\n{extra}",
+                "memory_budget_mb = {budget}\n[model]\npath = {:?}\n{extra}",
                 common::model_path().display().to_string()
             ),
         )
         .unwrap()
     };
-    write("");
+    // Nothing fits 60 MiB: refused, naming the budget.
+    write(60, "");
     let out = print_plan(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("memory_budget_mb"), "{err}");
-    assert!(err.contains("tiling.tile"), "{err}");
-    // The same file with smaller tiles, always tiled (`auto` also budgets
-    // for a whole frame at max_side), fits.
-    write("[tiling]\nmode = \"tiles\"\ntile = 320\noverlap = 64\n");
+    // 100 MiB does not hold the default 960 px tile and whole-frame side:
+    // the plan fits smaller ones before it refuses, and says so.
+    write(100, "");
     let out = print_plan(&cfg);
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("memory plan"));
+    assert!(
+        text.contains("do not fit memory_budget_mb = 100 with one worker; using tile"),
+        "{text}"
+    );
+    assert!(text.contains("memory plan"), "{text}");
+    // A tile the operator sets that fits is kept as it is.
+    write(
+        100,
+        "[tiling]\nmode = \"tiles\"\ntile = 320\noverlap = 64\n",
+    );
+    let out = print_plan(&cfg);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("using tile"), "{text}");
 }
