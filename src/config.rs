@@ -916,7 +916,7 @@ mod tests {
             found.iter().map(|i| (i.key.as_str(), i.line)).collect();
         assert_eq!(
             keys,
-            [("model", Some(3)), ("source[0].kind", Some(6))],
+            [("model.famly", Some(3)), ("source[0].kind", Some(6))],
             "{found:?}"
         );
         assert!(found[1].reason.contains("\"foldr\""), "{found:?}");
