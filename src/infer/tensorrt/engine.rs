@@ -194,9 +194,7 @@ pub struct TrtFactory {
 }
 
 impl TrtFactory {
-    /// Loads one engine to prove the plan works here, saying whether a
-    /// failure is the file's.
-    pub fn try_load(&self) -> Result<EngineIo, LoadError> {
+    fn load(&self) -> Result<(TrtEngine, EngineIo), LoadError> {
         TrtEngine::load(
             self.libs.clone(),
             &self.plan,
@@ -204,24 +202,23 @@ impl TrtFactory {
             self.mapped,
             self.max_dims,
         )
-        .map(|(_, io)| io)
+    }
+
+    /// Loads one engine to prove the plan works here, saying whether a
+    /// failure is the file's.
+    pub fn try_load(&self) -> Result<EngineIo, LoadError> {
+        self.load().map(|(_, io)| io)
     }
 }
 
 impl EngineFactory for TrtFactory {
     fn engine(&self) -> Result<Box<dyn Engine>, InferError> {
-        TrtEngine::load(
-            self.libs.clone(),
-            &self.plan,
-            self.device,
-            self.mapped,
-            self.max_dims,
-        )
-        .map(|(e, _)| Box::new(e) as Box<dyn Engine>)
-        .map_err(|e| InferError::Run {
-            shape: self.max_dims.map(|d| d as usize),
-            reason: e.reason,
-        })
+        self.load()
+            .map(|(e, _)| Box::new(e) as Box<dyn Engine>)
+            .map_err(|e| InferError::Run {
+                shape: self.max_dims.map(|d| d as usize),
+                reason: e.reason,
+            })
     }
 
     fn label(&self) -> &'static str {
