@@ -308,7 +308,7 @@ fn exit_code(config: &Path, e: &anyhow::Error) -> ExitCode {
     {
         eprintln!(
             "config error: {}: key `model.path`: {}",
-            config.display(),
+            model_path_place(config),
             edgewatch::frame::one_line(reason)
         );
         return ExitCode::from(EXIT_CONFIG);
@@ -467,6 +467,17 @@ fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
     }
 }
 
+/// `FILE:LINE` of `model.path` in the configuration, as value errors say it.
+fn model_path_place(config: &Path) -> String {
+    let line = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| edgewatch::config_spans::Spans::new(&text).line("model.path"));
+    match line {
+        Some(l) => format!("{}:{l}", config.display()),
+        None => config.display().to_string(),
+    }
+}
+
 thread_local! {
     /// The last panic on this thread, one line with its place.
     static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
@@ -541,7 +552,7 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "config error: {}: key `model.path`: {}",
-                path.display(),
+                model_path_place(path),
                 edgewatch::frame::one_line(&e.to_string())
             );
             return ExitCode::from(EXIT_CONFIG);
@@ -553,7 +564,7 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
     if let Err(e) = detector.detect_rgb(frame) {
         eprintln!(
             "config error: {}: key `model.path`: one frame did not run: {}",
-            path.display(),
+            model_path_place(path),
             edgewatch::frame::one_line(&e.to_string())
         );
         return ExitCode::from(EXIT_CONFIG);

@@ -60,7 +60,14 @@ fn check_config_checks_everything_runs_a_frame_and_says_ok_last() {
         !stdout.contains(" ok"),
         "ok before the model was checked: {stdout}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`model.path`"));
+    // The model's error names the file and line of `model.path`, as value
+    // errors do.
+    let want = format!("config error: {}:2: key `model.path`", cut.display());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&want),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A good file without [mqtt] (every key has a default): a frame ran,
     // and "ok" is the last line.
