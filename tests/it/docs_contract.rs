@@ -140,6 +140,25 @@ fn value_errors_and_nested_typos_name_file_line_and_full_key() {
         nested.display()
     );
     assert!(stderr.contains(&want), "no {want:?} in:\n{stderr}");
+
+    // A key typo and a wrong source kind: both said in one run.
+    let two = write(
+        dir.path(),
+        "two.toml",
+        &format!(
+            "[model]\npath = {}\nfamly = \"db\"\n[[source]]\nname = \"a\"\nkind = \"foldr\"\npath = \"in\"\n",
+            model()
+        ),
+    );
+    let out = check_config(&two, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for want in [
+        format!("{}:3: key `model.famly`", two.display()),
+        format!("{}:6: key `source[0].kind`", two.display()),
+    ] {
+        assert!(stderr.contains(&want), "no {want:?} in:\n{stderr}");
+    }
 }
 
 /// A password inside the MQTT URL is refused without being echoed.

@@ -699,3 +699,51 @@ fn with_motion_and_tiles_only_the_changed_tiles_run_and_a_still_label_stays_foun
         );
     }
 }
+
+/// A replay that ends while its label is in view (a camera that dies): the
+/// object is kept for end_after_s plus `silent_grace_s`, the retained
+/// `objects` state says `"silent": true` meanwhile, then `end` and count 0
+/// come, within that time and not the old fixed 10 s later.
+#[test]
+fn a_stream_that_ends_says_silent_then_ends_its_objects_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let font = textimg::font();
+    // 3 s at 5 fps, the label in view all along.
+    write_frames(&dir.path().join("short.ewraw"), (320, 240), 15, |_, img| {
+        textimg::draw_text(img, &font, 24.0, 20.0, 90.0, "Bay 17-4431", [10, 10, 10]);
+    });
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/#");
+    let cfg = common::write_config(
+        dir.path(),
+        &broker,
+        "[[source]]\nname = \"cam\"\nkind = \"replay\"\npath = \"short.ewraw\"\n[source.events]\nend_after_s = 1\nsilent_grace_s = 3\n",
+        "[tiling]\nmode = \"off\"\n",
+    );
+    let mut daemon = Daemon::start(&cfg);
+    daemon.wait_log("short.ewraw ended after", Duration::from_secs(60));
+    let ended_at = std::time::Instant::now();
+    let all = sub.wait_until(Duration::from_secs(30), "the end event", |all| {
+        events_of(all, "cam").iter().any(|e| e["type"] == "end")
+    });
+    let waited = ended_at.elapsed();
+    daemon.stop_cleanly();
+    // end_after_s 1 + grace 3 + a frame interval; well under the old 10 s extra.
+    assert!(
+        waited < Duration::from_secs(8),
+        "ended {waited:?} after the stream"
+    );
+    let states: Vec<(u64, bool)> = all
+        .iter()
+        .filter(|m| m.topic == "edgewatch/bench/cam/objects")
+        .map(|m| {
+            let v = m.json();
+            (v["count"].as_u64().unwrap(), v["silent"].as_bool().unwrap())
+        })
+        .collect();
+    assert!(
+        states.contains(&(1, true)),
+        "the silence was said: {states:?}"
+    );
+    assert_eq!(states.last(), Some(&(0, false)), "{states:?}");
+}
