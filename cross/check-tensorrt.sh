@@ -2,8 +2,8 @@
 # Checks the TensorRT shim without a GPU, against every header set in
 # target/trt-headers (cross/tensorrt-headers.sh puts them there):
 #  1. g++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror, TensorRT and CUDA
-#     folders as -isystem; the shim's logger under ThreadSanitizer
-#     (cross/shim-logger-test.cpp);
+#     folders as -isystem; the shim's own logic against CUDA-like stand-ins,
+#     under ThreadSanitizer (cross/shim-test.cpp);
 #  2. the compiled object needs no TensorRT or CUDA symbol (all come through
 #     dlsym at run time);
 #  3. `cargo build --features tensorrt` against the 8.2.1 headers links, the
@@ -30,13 +30,18 @@ for inc in "$h"/trt-*/include; do
   fi
   rm -f "$obj"
   echo "check-tensorrt: $v: syntax clean with -Werror, no TensorRT/CUDA symbols needed"
-  # The logger: one per process, its last error read while other threads
-  # log (TensorRT 10's builder does), under ThreadSanitizer.
+  # The shim's logic with CUDA-like stand-ins (device order, 708, failed
+  # load steps, fixed dims, FP16 I/O, one logger under ThreadSanitizer).
   tsan=$(mktemp)
   g++ -std=c++17 -O1 -g -fsanitize=thread -isystem "$inc" -isystem "$h/cuda12/include" \
-    cross/shim-logger-test.cpp -o "$tsan" -ldl -lpthread
-  "$tsan" | sed "s/^/check-tensorrt: $v: /"
-  rm -f "$tsan"
+    cross/shim-test.cpp -o "$tsan" -ldl -lpthread
+  if ! "$tsan" > "$tsan.out" 2>&1; then
+    cat "$tsan.out" >&2
+    echo "check-tensorrt: $v: cross/shim-test.cpp failed" >&2
+    exit 1
+  fi
+  echo "check-tensorrt: $v: $(tail -1 "$tsan.out") ($(grep -c '^ok:' "$tsan.out") checks)"
+  rm -f "$tsan" "$tsan.out"
 done
 # Same target folder: only edgewatch itself is rebuilt with the feature.
 TENSORRT_ROOT=$PWD/$h/trt-8.2.1 CUDA_HOME=$PWD/$h/cuda12 \

@@ -530,6 +530,35 @@ struct Engine {
     }
 };
 
+// What is wrong with an input or output of `type`, or "" for float32. FP16
+// layers are what an FP16 engine is; its inputs and outputs stay float32 (a
+// half I/O would need a conversion per frame).
+std::string io_type_problem(const std::string& name, DataType type) {
+    if (type == DataType::kFLOAT) {
+        return "";
+    }
+    return "tensor " + name + " is " +
+           (type == DataType::kHALF ? std::string("float16")
+                                    : "not float32 (TensorRT type " +
+                                          std::to_string(static_cast<int32_t>(type)) + ")") +
+           "; edgewatch feeds and reads float32: keep the model's inputs and outputs float32 "
+           "(an FP16 export with keep_io_types=True)";
+}
+
+// A fixed-shape input takes exactly its dims: the same element count in
+// another layout (1x3x640x480 into 1x3x480x640) would run on wrong data.
+bool fixed_input_matches(const Dims& fixed, const Dims& shape) {
+    if (fixed.nbDims != shape.nbDims) {
+        return false;
+    }
+    for (int32_t i = 0; i < fixed.nbDims; ++i) {
+        if (fixed.d[i] != shape.d[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
 // The engine's tensors, in binding order; every one must be float32.
 bool list_tensors(Engine& e, char* err, size_t errlen) {
 #if EW_TRT_AT_LEAST(8, 5)
@@ -557,17 +586,9 @@ bool list_tensors(Engine& e, char* err, size_t errlen) {
         const DataType type = e.engine->getBindingDataType(i);
 #endif
         t.binding = i;
-        if (type != DataType::kFLOAT) {
-            // FP16 layers are what an FP16 engine is; its inputs and outputs
-            // stay float32 (a half I/O would need a conversion per frame).
-            set_err(err, errlen,
-                    "tensor " + t.name + " is " +
-                        (type == DataType::kHALF
-                             ? std::string("float16")
-                             : "not float32 (TensorRT type " +
-                                   std::to_string(static_cast<int32_t>(type)) + ")") +
-                        "; edgewatch feeds and reads float32: keep the model's inputs and outputs "
-                        "float32 (an FP16 export with keep_io_types=True)");
+        const std::string problem = io_type_problem(t.name, type);
+        if (!problem.empty()) {
+            set_err(err, errlen, problem);
             return false;
         }
         t.dynamic = has_dynamic(e.engine_shape(t));
@@ -727,14 +748,8 @@ int run(Engine& e, const float* input, const int32_t dims[4], float* output, uin
     const Dims4 shape = nchw(dims);
     const uint64_t n = volume(shape);
     if (!in.dynamic) {
-        // Same element count is not enough: 1x3x640x480 into a 1x3x480x640
-        // engine would run on the wrong layout.
         const Dims fixed = e.engine_shape(in);
-        bool same = fixed.nbDims == 4;
-        for (int32_t i = 0; same && i < 4; ++i) {
-            same = fixed.d[i] == shape.d[i];
-        }
-        if (!same) {
+        if (!fixed_input_matches(fixed, shape)) {
             set_err(err, errlen,
                     "input " + dims_text(shape) + " does not match the engine's fixed input " +
                         dims_text(fixed) + "; the model takes only that size");
