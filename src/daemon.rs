@@ -374,7 +374,12 @@ impl RunningSources {
                     };
                     ctx.scenes
                         .configure(&name, r.stream.scene(), silent_after(source, r.fps));
-                    let opener = crate::source::rtsp::RtspOpener::new(r);
+                    // `/proc/self/exe` still runs this build after a package
+                    // upgrade has replaced the file on disk.
+                    let opener = crate::source::rtsp_child::ChildOpener::new(
+                        r,
+                        std::path::PathBuf::from("/proc/self/exe"),
+                    );
                     stream_body(Box::new(opener), settings, ctx, own_stop.clone())
                 }
                 #[cfg(not(feature = "rtsp"))]

@@ -74,6 +74,12 @@ enum Command {
     Cameras,
     /// Record a replay file from a camera, or from still images.
     Record(RecordArgs),
+    /// One RTSP source's reader, started by the daemon (source/rtsp_child.rs).
+    #[command(name = "rtsp-reader", hide = true)]
+    RtspReader {
+        /// The source's name, so that `ps` tells readers apart.
+        source: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
         Command::BuildEngine { config } => build_engine(&config),
         Command::Cameras => cameras(),
         Command::Record(args) => record(args),
+        Command::RtspReader { .. } => rtsp_reader(),
     }
 }
 
@@ -120,6 +127,17 @@ fn build_engine(path: &Path) -> ExitCode {
         // `load` already refused backend = "tensorrt" in this build.
         ExitCode::from(EXIT_CONFIG)
     }
+}
+
+#[cfg(feature = "rtsp")]
+fn rtsp_reader() -> ExitCode {
+    ExitCode::from(edgewatch::source::rtsp_child::serve() as u8)
+}
+
+#[cfg(not(feature = "rtsp"))]
+fn rtsp_reader() -> ExitCode {
+    eprintln!("edgewatch: built without RTSP support (cargo feature `rtsp`)");
+    ExitCode::FAILURE
 }
 
 #[cfg(feature = "camera")]

@@ -8,6 +8,8 @@ pub mod pixels;
 pub mod record;
 pub mod replay;
 pub mod rtsp;
+#[cfg(feature = "rtsp")]
+pub mod rtsp_child;
 pub mod stream;
 pub mod stream_keys;
 

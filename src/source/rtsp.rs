@@ -338,6 +338,7 @@ mod client {
                 keyframes_only: self.cfg.decode == DecodeChoice::Keyframes,
                 pending: false,
                 decode_errors: 0,
+                max_pixels: self.cfg.width as u64 * self.cfg.height as u64,
             };
             // The size is the first decoded picture's: SDP often lacks it.
             capture.decode_next()?;
@@ -371,6 +372,9 @@ mod client {
         /// The picture decoded while opening is still to be handed out.
         pending: bool,
         decode_errors: u64,
+        /// Pictures above this are never converted: the stream refuses
+        /// their size against the memory plan.
+        max_pixels: u64,
     }
 
     impl RtspCapture {
@@ -418,10 +422,14 @@ mod client {
                                 was.0, was.1
                             )));
                         }
-                        self.rgb.resize(w as usize * h as usize * 3, 0);
-                        yuv.write_rgb8(&mut self.rgb);
                         self.granted.width = w;
                         self.granted.height = h;
+                        if w as u64 * h as u64 > self.max_pixels {
+                            self.rgb.clear();
+                            return Ok(());
+                        }
+                        self.rgb.resize(w as usize * h as usize * 3, 0);
+                        yuv.write_rgb8(&mut self.rgb);
                         return Ok(());
                     }
                     Ok(None) => continue,

@@ -263,3 +263,140 @@ fn servers_that_send_garbage_h265_or_oversized_pictures_never_take_the_daemon_do
     assert!(daemon.alive(), "bad cameras never take the daemon down");
     daemon.stop_cleanly();
 }
+
+/// The RTSP readers (`edgewatch rtsp-reader NAME`) the daemon runs, by name.
+fn readers(daemon: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The parent pid is the second field after the command's ")".
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(daemon) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).map(String::as_str) == Some("rtsp-reader") {
+            out.push((args.get(2).cloned().unwrap_or_default(), pid));
+        }
+    }
+    out
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_reader_that_crashes_costs_its_source_one_reconnect_and_no_other_source_a_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 0..3u64 {
+        let (img, _) = render(1920, 1080, 950 + seed, 6, 28, 44);
+        common::save(&img, &dir.path().join(format!("f{seed:03}.png")));
+    }
+    let server = RtspServer::start(stream(dir.path(), 2, 2));
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/#");
+    let cfg = common::write_config(
+        dir.path(),
+        &broker,
+        &format!(
+            "[[source]]\nname = \"victim\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{url}\"\nreconnect_max_s = 1\n[[source]]\nname = \"good\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{url}\"\n[tiling]\nmode = \"off\"\n",
+            url = server.url()
+        ),
+        "",
+    );
+    let mut daemon = Daemon::start(&cfg);
+    let count = |all: &[Received], s: &str| detections(all, s).count();
+    sub.wait_until(Duration::from_secs(90), "both cameras' frames", |a| {
+        count(a, "victim") >= 2 && count(a, "good") >= 2
+    });
+    let before = readers(daemon.pid());
+    let victim = before
+        .iter()
+        .find(|(name, _)| name == "victim")
+        .map(|(_, pid)| *pid)
+        .unwrap_or_else(|| panic!("no reader for victim among {before:?}"));
+    assert_eq!(before.len(), 2, "one reader per source: {before:?}");
+    // The reader runs under the cap the plan holds for its decoder.
+    let limits = std::fs::read_to_string(format!("/proc/{victim}/limits")).unwrap();
+    let data = limits
+        .lines()
+        .find(|l| l.starts_with("Max data size"))
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let decoder = 6 * 1920 * 1080 * 3 / 2 + 3 * 1920 * 1080 + (4 << 20);
+    assert_eq!(data, decoder + (48 << 20), "{limits}");
+    let hwm = status_kib(victim, "VmHWM:");
+    let vm_data = status_kib(victim, "VmData:");
+    eprintln!(
+        "reader at 1080p: VmHWM {hwm} KiB, VmData {vm_data} KiB, cap {} KiB",
+        data / 1024
+    );
+    assert!(vm_data * 1024 <= data);
+
+    // SIGABRT, as glibc raises when it finds a heap block overwritten
+    // (and Rust on a failed allocation). A SIGSEGV sent with kill would
+    // not do: Rust's stack-overflow handler takes it, finds no guard page
+    // hit and returns; only a real fault dies of it.
+    let good_then = count(&sub.all(), "good");
+    let victim_then = count(&sub.all(), "victim");
+    let killed = std::process::Command::new("kill")
+        .args(["-ABRT", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    daemon.wait_log("was killed by SIGABRT", Duration::from_secs(20));
+    sub.wait_until(Duration::from_secs(60), "the victim's frames again", |a| {
+        count(a, "victim") >= victim_then + 2
+    });
+    assert!(
+        daemon.alive(),
+        "a reader's crash never takes the daemon down"
+    );
+    let after = readers(daemon.pid());
+    assert!(
+        after.iter().any(|(n, p)| n == "victim" && *p != victim),
+        "a new reader for victim: {after:?}"
+    );
+    assert!(
+        count(&sub.all(), "good") > good_then,
+        "the good camera kept publishing"
+    );
+    let log = daemon.log().join("\n");
+    let lost = |name: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("camera {name}:")) && l.contains(" lost: "))
+            .count()
+    };
+    assert_eq!(
+        (lost("victim"), lost("good")),
+        (1, 0),
+        "only the victim was lost, once:\n{log}"
+    );
+    daemon.stop_cleanly();
+    assert!(
+        readers(daemon.pid()).is_empty() || !daemon.alive(),
+        "readers end with the daemon"
+    );
+}
