@@ -400,3 +400,135 @@ fn a_reader_that_crashes_costs_its_source_one_reconnect_and_no_other_source_a_fr
         "readers end with the daemon"
     );
 }
+
+/// Hostile cameras beside a good one: each mode of `tests/rtsp/hostile.py`
+/// (bit flips, truncations, an absurd SPS, a 100 MB NAL unit, stalls) in
+/// its own source, all at once, for EDGEWATCH_HOSTILE_SECS (40 s in CI; the
+/// note's figures come from 600 s). The daemon stays up, the good camera
+/// publishes in every 15 s, the daemon's peak RSS stays in its budget and
+/// every reader stays under its cap.
+#[test]
+fn hostile_cameras_cost_only_their_own_streams() {
+    use common::rtsp_server::HostileProxy;
+    let secs: u64 = std::env::var("EDGEWATCH_HOSTILE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let dir = tempfile::tempdir().unwrap();
+    stills(dir.path());
+    let server = RtspServer::start(stream(dir.path(), 4, 4));
+    let modes = ["bitflip", "truncate", "sps", "bignal", "stall"];
+    let proxies: Vec<HostileProxy> = modes
+        .iter()
+        .map(|m| HostileProxy::start(&server, m))
+        .collect();
+    let broker = Broker::start();
+    let sub = Subscriber::connect(broker.port, "edgewatch/#");
+    let small = "width = 640\nheight = 480\nreconnect_max_s = 2\nframe_timeout_s = 3\n";
+    let mut sources = format!(
+        "[[source]]\nname = \"good\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{}\"\nfps = 2\n{small}",
+        server.url()
+    );
+    for (mode, proxy) in modes.iter().zip(&proxies) {
+        sources += &format!(
+            "[[source]]\nname = \"{mode}\"\nkind = \"rtsp\"\npublish = [\"frames\"]\nurl = \"{}\"\nfps = 2\n{small}",
+            proxy.url()
+        );
+    }
+    sources += "[tiling]\nmode = \"off\"\n";
+    let port = common::free_port();
+    let cfg = common::write_config(
+        dir.path(),
+        &broker,
+        &sources,
+        &format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut daemon = Daemon::start(&cfg);
+    sub.wait_until(Duration::from_secs(60), "the good camera", |a| {
+        detections(a, "good").count() >= 1
+    });
+    let start = std::time::Instant::now();
+    let mut window_start = (start, detections(&sub.all(), "good").count());
+    let mut reader_peak = 0u64;
+    let mut reader_starts = std::collections::HashSet::new();
+    let mut quiet_windows = Vec::new();
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            daemon.alive(),
+            "the daemon died:\n{}",
+            daemon.log().join("\n")
+        );
+        for (name, pid) in readers(daemon.pid()) {
+            // Anonymous memory is what the cap bounds; the file-backed
+            // rest is the executable's pages, shared with the daemon.
+            reader_peak = reader_peak.max(status_kib(pid, "RssAnon:"));
+            reader_starts.insert((name, pid));
+        }
+        if window_start.0.elapsed() >= Duration::from_secs(15) {
+            let now = detections(&sub.all(), "good").count();
+            if now == window_start.1 {
+                quiet_windows.push(start.elapsed().as_secs());
+            }
+            window_start = (std::time::Instant::now(), now);
+        }
+    }
+    let hwm = status_kib(daemon.pid(), "VmHWM:");
+    let (_, metrics) = http_get(port, "/metrics");
+    let log = daemon.log();
+    let all = sub.all();
+    let cap_kib = (6 * 640 * 480 * 3 / 2 + 3 * 640 * 480 + (4 << 20) + (48 << 20)) >> 10;
+    let mut summary = format!(
+        "hostile RTSP, {secs} s: daemon VmHWM {} MiB (budget 320), readers' largest anonymous RSS seen {} MiB (data cap {} MiB each)\n",
+        hwm / 1024,
+        reader_peak / 1024,
+        cap_kib / 1024,
+    );
+    for name in std::iter::once("good").chain(modes) {
+        let lines: Vec<&String> = log
+            .iter()
+            .filter(|l| l.contains(&format!("source={name}")))
+            .collect();
+        let killed = lines.iter().filter(|l| l.contains("was killed by")).count();
+        let reconnects = metric(
+            &metrics,
+            &format!("edgewatch_camera_reconnects_total{{source=\"{name}\"}}"),
+        )
+        .unwrap_or(0.0);
+        let started = reader_starts.iter().filter(|(n, _)| n == name).count();
+        let last_warning = lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("WARN") || l.contains("ERROR"))
+            .map(|l| l.split_once("Z ").map_or(l.as_str(), |(_, r)| r))
+            .unwrap_or("-");
+        summary += &format!(
+            "  {name:9} frames {:5}  readers seen {started:4}  reopened {reconnects:4}  killed {killed:3}  last: {last_warning}\n",
+            detections(&all, name).count()
+        );
+    }
+    eprintln!("{summary}");
+    assert!(
+        quiet_windows.is_empty(),
+        "the good camera was silent in the 15 s windows ending at {quiet_windows:?} s\n{summary}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("source=good") && l.contains(" lost: ")),
+        "the good camera was never lost\n{summary}"
+    );
+    assert!(
+        hwm <= 320 * 1024,
+        "daemon VmHWM {hwm} KiB is over its 320 MiB budget\n{summary}"
+    );
+    assert!(
+        reader_peak <= cap_kib,
+        "a reader went over its cap\n{summary}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("source=bignal") && l.contains("was killed by SIGABRT")),
+        "the 100 MB NAL unit ends its reader at the cap\n{summary}"
+    );
+    daemon.stop_cleanly();
+}

@@ -105,3 +105,45 @@ impl Drop for RtspServer {
         self.kill();
     }
 }
+
+/// `tests/rtsp/hostile.py`: a proxy in front of a real server that damages
+/// its stream in one way (`mode`); killed when dropped.
+pub struct HostileProxy {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl HostileProxy {
+    /// A proxy to `upstream` on a free port, once it listens.
+    pub fn start(upstream: &RtspServer, mode: &str) -> HostileProxy {
+        let port = super::free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rtsp/hostile.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args(["--port", &port.to_string()])
+            .args(["--upstream", &upstream.port.to_string()])
+            .args(["--mode", mode])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tests/rtsp/hostile.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the hostile proxy did not start");
+        HostileProxy { child, port }
+    }
+
+    /// `rtsp://127.0.0.1:PORT/cam`.
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+}
+
+impl Drop for HostileProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
