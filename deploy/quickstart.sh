@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # edgewatch quick start, on the default (CPU) setup:
-#   installs what is missing (mosquitto, the model), builds, starts a broker
+#   installs what is missing (mosquitto, the model, ONNX Runtime's library),
+#   builds, starts a broker
 #   on 127.0.0.1:1883 (or uses the one already there), runs the daemon on
 #   ./run/inbox, drops sample 1080p images into it and prints the detection
 #   messages as a subscriber receives them.
@@ -19,6 +20,8 @@ say "system packages"
 ./deploy/install-deps.sh
 say "model"
 ./engines/fetch-models.sh
+say "ONNX Runtime (about twice tract's speed; backend = \"auto\" takes it, tract without it)"
+./engines/fetch-onnxruntime.sh || echo "warning: ONNX Runtime could not be fetched; the daemon serves on tract (pure Rust)" >&2
 say "build (release; the first build takes several minutes)"
 cargo build --release --locked -p edgewatch --bin edgewatch -p edgewatch-samples --bin make-samples
 

@@ -164,6 +164,9 @@ impl Config {
         }
         config.resolve_paths(base);
         config.resolve_family_defaults();
+        // Before the plan, which sizes the engine that will run.
+        config.model.backend_choice = crate::infer::choice::resolve(&mut config.model);
+        config.keep_auto_within_budget();
         config.fit_plan();
         let mut issues = config.validate(purpose);
         if issues.is_empty() {
@@ -191,6 +194,45 @@ impl Config {
         // A classifier labels the whole frame; tiles would each get a label.
         if self.model.family == Family::Classify {
             self.tiling.mode = TilingMode::Off;
+        }
+    }
+
+    /// `auto` chose ONNX Runtime, whose workers need more memory than
+    /// tract's: when the budget holds tract's plan and not ONNX Runtime's
+    /// (as configured, or else with the smaller tiles `fit_plan` would
+    /// pick), tract runs, and the choice says why.
+    fn keep_auto_within_budget(&mut self) {
+        use crate::infer::Backend;
+        if self.model.backend != Backend::Onnxruntime || self.model.backend_choice.is_none() {
+            return;
+        }
+        let over =
+            |c: &Config| matches!(c.memory_plan(), Err(ref e) if e.key == "memory_budget_mb");
+        if !over(self) {
+            return;
+        }
+        let mut tract = self.clone();
+        tract.model.backend = Backend::Cpu;
+        let use_tract = if over(&tract) {
+            let mut ort = self.clone();
+            ort.fit_plan();
+            tract.fit_plan();
+            over(&ort) && !over(&tract)
+        } else {
+            true
+        };
+        if use_tract {
+            let why = self
+                .memory_plan()
+                .err()
+                .map(|e| e.reason)
+                .unwrap_or_default();
+            self.model.backend = Backend::Cpu;
+            self.model.backend_choice = Some(format!(
+                "backend auto: tract-cpu, as ONNX Runtime was found but memory_budget_mb = {} cannot hold its worker ({}); raise memory_budget_mb to run it",
+                self.memory_budget_mb,
+                why.split(':').next().unwrap_or(&why).trim()
+            ));
         }
     }
 
@@ -375,7 +417,7 @@ impl Config {
                 ))
             }
             crate::infer::Backend::Onnxruntime => Some(crate::budget::onnxruntime_item()),
-            crate::infer::Backend::Cpu => None,
+            crate::infer::Backend::Cpu | crate::infer::Backend::Auto => None,
         };
         crate::budget::plan(&PlanInput {
             budget_mb: self.memory_budget_mb,
@@ -537,6 +579,35 @@ mod tests {
         [model]
         path = "m.onnx"
     "#;
+
+    #[cfg(not(feature = "tensorrt"))]
+    #[test]
+    fn auto_runs_onnxruntime_where_the_budget_holds_it_and_tract_where_only_tract_fits() {
+        use crate::infer::Backend;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx"), vec![0u8; 4 << 20]).unwrap();
+        std::fs::create_dir(dir.path().join("onnxruntime")).unwrap();
+        std::fs::write(dir.path().join("onnxruntime/libonnxruntime.so"), b"x").unwrap();
+        let with = |mb: u32| {
+            let text = format!("memory_budget_mb = {mb}\n[model]\npath = \"m.onnx\"\n");
+            Config::from_toml(&text, dir.path(), Purpose::Detect).unwrap()
+        };
+        let roomy = with(1024);
+        assert_eq!(roomy.model.backend, Backend::Onnxruntime);
+        assert!(roomy
+            .model
+            .backend_choice
+            .unwrap()
+            .starts_with("backend auto: onnxruntime-cpu"));
+        let tight = with(200);
+        assert_eq!(tight.model.backend, Backend::Cpu);
+        let why = tight.model.backend_choice.clone().unwrap();
+        assert!(
+            why.contains("memory_budget_mb = 200 cannot hold its worker"),
+            "{why}"
+        );
+        assert!(tight.memory_plan().is_ok());
+    }
 
     /// `docs/configuration.md`'s table, a row each: its keys as (section,
     /// key), and its default cell.

@@ -146,6 +146,9 @@ pub fn run(
         config.sources.len(),
         crate::sink::mqtt::redacted(&mqtt_cfg.url)
     );
+    if let Some(choice) = &config.model.backend_choice {
+        tracing::info!("{choice}");
+    }
     let mut notifier = Notifier::from_env();
     let summary = |since: std::time::Instant, before: u64| {
         let n = frames.load(Ordering::Relaxed);

@@ -107,8 +107,9 @@ fn build_engine(path: &Path) -> ExitCode {
     };
     if config.model.backend != edgewatch::infer::Backend::Tensorrt {
         eprintln!(
-            "edgewatch: {}: model.backend is \"cpu\"; set model.backend = \"tensorrt\" to build an engine",
-            path.display()
+            "edgewatch: {}: model.backend is \"{}\"; set model.backend = \"tensorrt\" to build an engine",
+            path.display(),
+            config.model.backend.name()
         );
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -586,6 +587,9 @@ fn check_config(path: &Path, detect_only: bool) -> ExitCode {
             edgewatch::frame::one_line(&e.to_string())
         );
         return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Some(choice) = &c.model.backend_choice {
+        println!("{choice}");
     }
     println!(
         "one 1920x1080 frame ran on {} in {} ms",

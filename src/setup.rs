@@ -83,7 +83,8 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
                 model.use_engines(std::sync::Arc::new(ort));
             }
             Err(why) => tracing::warn!(
-                "model.backend = \"onnxruntime\" but {why}. Serving on tract (pure Rust) instead"
+                "model.backend = \"{}\" chose ONNX Runtime but {why}. Serving on tract (pure Rust) instead",
+                if config.model.backend_choice.is_some() { "auto" } else { "onnxruntime" }
             ),
         }
     }

@@ -1,6 +1,7 @@
 //! Inference: the `Engine` seam between backends, and everything around it
 //! that is shared by all backends (pre-processing, the whole-frame detector).
 
+pub mod choice;
 pub mod decoded;
 pub mod detector;
 pub mod grey;
@@ -36,8 +37,11 @@ pub struct InputSize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// Pure-Rust CPU engine (tract).
+    /// The fastest this machine can run: TensorRT, else ONNX Runtime, else
+    /// tract (`choice.rs`); resolved when the configuration is read.
     #[default]
+    Auto,
+    /// Pure-Rust CPU engine (tract).
     Cpu,
     /// TensorRT FP16 engine (Jetson / NVIDIA GPUs; needs the `tensorrt` feature).
     Tensorrt,
@@ -50,6 +54,7 @@ impl Backend {
     /// Name as written in the config.
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Auto => "auto",
             Backend::Cpu => "cpu",
             Backend::Tensorrt => "tensorrt",
             Backend::Onnxruntime => "onnxruntime",
@@ -59,7 +64,8 @@ impl Backend {
     /// Name reported in messages and metrics.
     pub fn label(self) -> &'static str {
         match self {
-            Backend::Cpu => "tract-cpu",
+            // Resolved before any engine runs; tract is what it falls to.
+            Backend::Auto | Backend::Cpu => "tract-cpu",
             Backend::Tensorrt => "tensorrt",
             Backend::Onnxruntime => onnxruntime::LABEL,
         }
@@ -75,9 +81,13 @@ pub struct ModelConfig {
     /// Model family.
     #[serde(default)]
     pub family: Family,
-    /// Backend.
+    /// Backend: `auto` (default), `cpu` (tract), `onnxruntime`, `tensorrt`.
     #[serde(default)]
     pub backend: Backend,
+    /// What `auto` chose and why not a faster engine, in one line (set when
+    /// the configuration is read; `None` for a backend named in the file).
+    #[serde(skip)]
+    pub backend_choice: Option<String>,
     /// `backend = "onnxruntime"`: the `libonnxruntime.so` to open. Default:
     /// found on the usual paths (`infer/onnxruntime/library.rs`).
     #[serde(default)]
@@ -232,6 +242,7 @@ impl ModelConfig {
             path,
             family: Family::default(),
             backend: Backend::default(),
+            backend_choice: None,
             onnxruntime_library: None,
             labels: Vec::new(),
             labels_file: None,

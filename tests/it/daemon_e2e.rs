@@ -112,7 +112,7 @@ fn folder_to_mqtt_with_bad_files_and_clean_stop() {
         assert_eq!(m["image"]["width"], 1920);
         assert_eq!(m["image"]["height"], 1080);
         assert_eq!(m["model"]["name"], "ppocr-det-v4");
-        assert_eq!(m["model"]["backend"], "tract-cpu");
+        assert_eq!(m["model"]["backend"], common::auto_label());
         for k in ["decode", "infer", "post", "total"] {
             number(&m["timing_ms"][k], k);
         }

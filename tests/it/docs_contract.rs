@@ -89,9 +89,10 @@ fn check_config_checks_everything_runs_a_frame_and_says_ok_last() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines.last().unwrap().contains(": ok — "), "{stdout}");
     assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("one 1920x1080 frame ran on tract-cpu in ")),
+        lines.iter().any(|l| l.starts_with(&format!(
+            "one 1920x1080 frame ran on {} in ",
+            common::auto_label()
+        ))),
         "{stdout}"
     );
     assert!(stdout.contains("broker mqtt://127.0.0.1:1883"), "{stdout}");

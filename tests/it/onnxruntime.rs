@@ -325,3 +325,64 @@ fn the_daemon_on_onnxruntime_publishes_every_frame_within_its_budget() {
     daemon.signal("TERM");
     assert!(daemon.wait(Duration::from_secs(30)).success());
 }
+
+/// `backend = "auto"` (the default) through `check-config`: ONNX Runtime
+/// beside the reference model, and tract for a copy of the model with no
+/// library beside it, each saying which engine runs and why not a faster.
+#[test]
+fn auto_takes_onnxruntime_where_it_is_found_and_falls_back_to_tract_saying_why() {
+    library();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |model: &Path, name: &str| {
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, format!("[model]\npath = {model:?}\n")).unwrap();
+        let out = Command::new(common::bin())
+            .args(["check-config", "--detect"])
+            .arg(&cfg)
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("VIRTUAL_ENV")
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let found = check(&common::model_path(), "found.toml");
+    assert!(
+        found.contains("backend auto: onnxruntime-cpu (") && found.contains("not tensorrt: "),
+        "{found}"
+    );
+    assert!(
+        found.contains("frame ran on onnxruntime-cpu in "),
+        "{found}"
+    );
+
+    let alone = dir.path().join("alone/model.onnx");
+    std::fs::create_dir(alone.parent().unwrap()).unwrap();
+    std::fs::copy(common::model_path(), &alone).unwrap();
+    let text = check(&alone, "alone.toml");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("backend auto: "))
+        .unwrap_or_else(|| panic!("no choice line:\n{text}"));
+    // A machine-wide ONNX Runtime (a system package, a Python wheel) is
+    // found there too; without one, tract runs and the line says why.
+    if line.starts_with("backend auto: tract-cpu") {
+        assert!(line.contains("no libonnxruntime.so found"), "{line}");
+        assert!(text.contains("frame ran on tract-cpu in "), "{text}");
+    } else {
+        assert!(
+            line.starts_with("backend auto: onnxruntime-cpu ("),
+            "{line}"
+        );
+        assert!(
+            !line.contains(alone.parent().unwrap().to_str().unwrap()),
+            "{line}"
+        );
+    }
+}

@@ -84,7 +84,8 @@ fn metrics_match_what_was_processed() {
     assert!(metric(&text, "edgewatch_resident_memory_bytes").unwrap() > 10e6);
     assert_eq!(metric(&text, "edgewatch_stalled_stages"), Some(0.0));
     assert!(
-        text.contains("edgewatch_model_info{") && text.contains("backend=\"tract-cpu\""),
+        text.contains("edgewatch_model_info{")
+            && text.contains(&format!("backend=\"{}\"", common::auto_label())),
         "model info"
     );
 

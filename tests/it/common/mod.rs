@@ -27,6 +27,21 @@ pub fn model_path() -> PathBuf {
 }
 
 /// A model built by `engines/make-test-models.sh` (YOLO layouts, classifiers).
+/// The engine label `backend = "auto"` gives the reference model where
+/// the budget holds either: ONNX Runtime when `engines/fetch-onnxruntime.sh`
+/// put its library beside the model (CI does), else tract.
+pub fn auto_label() -> &'static str {
+    let lib = model_path()
+        .parent()
+        .unwrap()
+        .join("onnxruntime/libonnxruntime.so");
+    if lib.is_file() {
+        "onnxruntime-cpu"
+    } else {
+        "tract-cpu"
+    }
+}
+
 pub fn test_model(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("engines/test")
