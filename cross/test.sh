@@ -21,7 +21,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 target/debug/make-samples "$work" 1 640 480 4 22 34 >/dev/null
 img="$work/sample-000.jpg"
-printf '[model]\npath = "%s/engines/ppocr-det-v4.onnx"\n' "$PWD" >"$work/detect.toml"
+# tract on both: engines/onnxruntime/ holds an x86 library, which `auto`
+# would take on x86 and fail to open under qemu.
+printf '[model]\npath = "%s/engines/ppocr-det-v4.onnx"\nbackend = "cpu"\n' "$PWD" >"$work/detect.toml"
 echo "== detect under qemu-aarch64 vs x86"
 start=$(date +%s%N)
 "${qemu[@]}" "$bin" detect --config "$work/detect.toml" "$img" >"$work/arm.json"
