@@ -521,8 +521,9 @@ fn hostile_cameras_cost_only_their_own_streams() {
         hwm <= 320 * 1024,
         "daemon VmHWM {hwm} KiB is over its 320 MiB budget\n{summary}"
     );
+    // RLIMIT_DATA leaves out the main thread's stack (up to 8 MiB).
     assert!(
-        reader_peak <= cap_kib,
+        reader_peak <= cap_kib + 8192,
         "a reader went over its cap\n{summary}"
     );
     assert!(
