@@ -106,7 +106,7 @@ impl Open for ChildOpener {
         let (Some(mut to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(open_err("the RTSP reader has no pipes".into()));
         };
-        let line = serde_json::to_string(&self.cfg).map_err(|e| open_err(e.to_string()))?;
+        let line = reader_config(&self.cfg).map_err(open_err)?;
         let mut reader = ChildCapture {
             what: what.clone(),
             child,
@@ -134,6 +134,15 @@ impl Open for ChildOpener {
         reader.pending = true;
         Ok(Box::new(reader))
     }
+}
+
+/// What a reader is told: the connection's keys. Events, zones and
+/// masks stay with the daemon, which is what uses them.
+fn reader_config(cfg: &RtspConfig) -> Result<String, String> {
+    let mut connection = cfg.clone();
+    connection.stream = Default::default();
+    serde_json::to_string(&connection)
+        .map_err(|e| format!("cannot hand the reader its config ({e})"))
 }
 
 struct ChildCapture {
@@ -413,4 +422,45 @@ fn send_error(out: &mut impl Write, kind: u8, reason: &str) -> std::io::Result<(
     out.write_all(&(reason.len() as u32).to_le_bytes())?;
     out.write_all(reason.as_bytes())?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_reads_back_the_connection_keys_of_a_source_with_every_stream_key() {
+        let toml = r#"
+            name = "gate"
+            url = "rtsp://192.168.1.64:554/Streaming/Channels/102"
+            username = "viewer"
+            password_env = "GATE_PASSWORD"
+            transport = "udp"
+            fps = 2.5
+            every_nth = 3
+            decode = "keyframes"
+            width = 1280
+            height = 720
+            frame_timeout_s = 7
+            reconnect_max_s = 30
+            publish = ["events", "frames"]
+            motion = true
+            mask = [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1]]]
+            [[zones]]
+            name = "door"
+            points = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5]]
+        "#;
+        let cfg: RtspConfig = toml::from_str(toml).unwrap();
+        let line = reader_config(&cfg).unwrap();
+        let back: RtspConfig = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.url, cfg.url);
+        assert_eq!(back.username, cfg.username);
+        assert_eq!(back.password_env, cfg.password_env);
+        assert_eq!(back.transport, cfg.transport);
+        assert_eq!(back.decode, cfg.decode);
+        assert_eq!((back.width, back.height), (1280, 720));
+        assert_eq!(back.frame_timeout_s, 7);
+        assert_eq!(back.decoder_bytes(), cfg.decoder_bytes());
+        assert!(back.stream.zones.is_empty() && !cfg.stream.zones.is_empty());
+    }
 }

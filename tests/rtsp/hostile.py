@@ -179,6 +179,14 @@ def stall():
     threading.Event().wait()
 
 
+def hang_up(*socks):
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def server_to_client(up, client, conn_no):
     rng = random.Random(a.seed * 1000 + conn_no)
     down = Downstream(client, rng, conn_no)
@@ -219,11 +227,7 @@ def server_to_client(up, client, conn_no):
     except (EOFError, OSError):
         return
     finally:
-        for s in (up, client):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        hang_up(up, client)
 
 
 def client_to_server(client, up):
@@ -236,11 +240,7 @@ def client_to_server(client, up):
     except OSError:
         pass
     finally:
-        for s in (up, client):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        hang_up(up, client)
 
 
 listener = socket.socket()
