@@ -52,9 +52,16 @@ make_set labels "$nlab" 3840 2160 3 12 20 busy
 
 model="$root/engines/ppocr-det-v4.onnx"
 cat >"$data/default.toml" <<EOF
-# edgewatch as shipped: tiling auto, 256 MiB budget.
+# edgewatch as shipped: backend auto (ONNX Runtime, found beside the model,
+# where the budget holds it; else tract), tiling auto, the default budget.
 [model]
 path = "$model"
+EOF
+cat >"$data/tract.toml" <<EOF
+# The no-download fallback: tract, tiling auto.
+[model]
+path = "$model"
+backend = "cpu"
 EOF
 cat >"$data/whole.toml" <<EOF
 # Whole frame shrunk to 960 on its longest side, as PaddleOCR's det default.
@@ -94,6 +101,7 @@ python3 benches/peer/compare.py \
   --set "4K, 40 lines of 12–20 px:$data/4k.jsonl" \
   --set "4K, 3 labels of 12–20 px on a busy scene:$data/labels.jsonl" \
   --runner "edgewatch, default:$data/default.toml" \
+  --runner "edgewatch on tract, default:$data/tract.toml" \
   --runner "edgewatch, guided:$data/guided.toml" \
   --runner "edgewatch, tiling off:$data/whole.toml" \
   --runner "edgewatch on ONNX Runtime, default:$data/ort.toml" \
