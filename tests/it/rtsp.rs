@@ -179,15 +179,20 @@ fn a_wrong_password_is_one_log_line_and_the_right_one_is_picked_up() {
         "",
     );
     let daemon = Daemon::start(&cfg);
-    daemon.wait_log("401", Duration::from_secs(30));
+    // Not "401" alone: a port (the broker's 40161) can hold it.
+    daemon.wait_log("401 Unauthorized", Duration::from_secs(30));
     // Several attempts at the back-off's pace, one line said.
     std::thread::sleep(Duration::from_secs(4));
-    let refusals = daemon.log().iter().filter(|l| l.contains("401")).count();
+    let refusals = daemon
+        .log()
+        .iter()
+        .filter(|l| l.contains("401 Unauthorized"))
+        .count();
     assert_eq!(refusals, 1, "{:#?}", daemon.log());
     let line = daemon
         .log()
         .into_iter()
-        .find(|l| l.contains("401"))
+        .find(|l| l.contains("401 Unauthorized"))
         .unwrap();
     assert!(line.contains("check username and the password"), "{line}");
     std::fs::write(&secret, "s3cret-pass\n").unwrap();
