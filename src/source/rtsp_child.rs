@@ -75,25 +75,19 @@ impl Open for ChildOpener {
             what: what.clone(),
             reason,
         };
-        let cap = ChildOpener::memory_cap(&self.cfg);
         let mut cmd = Command::new(&self.exe);
         cmd.arg(SUBCOMMAND)
             .arg(&self.cfg.name)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: between fork and exec only async-signal-safe calls
-        // (prctl, setrlimit), touching no memory of the parent's.
+        // SAFETY: between fork and exec only an async-signal-safe call
+        // (prctl), touching no memory of the parent's.
         unsafe {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
+            cmd.pre_exec(|| {
                 // A reader never outlives the thread that reads from it.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                let lim = libc::rlimit {
-                    rlim_cur: cap as libc::rlim_t,
-                    rlim_max: cap as libc::rlim_t,
-                };
-                libc::setrlimit(libc::RLIMIT_DATA, &lim);
                 Ok(())
             });
         }
@@ -365,6 +359,12 @@ pub fn serve() -> i32 {
     };
     // The reader's own lines (damaged frames) name their source.
     let _span = tracing::info_span!("reader", source = %cfg.name).entered();
+    if let Err(e) = cap_data_memory(ChildOpener::memory_cap(&cfg)) {
+        tracing::warn!(
+            "{}: the RTSP reader cannot cap its memory ({e}); it runs without the cap",
+            cfg.url
+        );
+    }
     let mut opener = super::rtsp::RtspOpener::new(&cfg);
     let mut capture = match opener.open() {
         Ok(c) => c,
@@ -388,6 +388,23 @@ pub fn serve() -> i32 {
         }
     }
     0
+}
+
+/// `RLIMIT_DATA` for this process, set through the `prlimit64` system
+/// call: systemd's `@system-service` filter allows it, while the unit's
+/// `~@resources` denies `setrlimit`, which older C libraries still use.
+fn cap_data_memory(bytes: u64) -> std::io::Result<()> {
+    let lim = libc::rlimit64 {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: pid 0 is this process; `lim` lives across the call.
+    let rc = unsafe { libc::prlimit64(0, libc::RLIMIT_DATA, &lim, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn send_frame(
