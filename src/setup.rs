@@ -82,10 +82,16 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
                 );
                 model.use_engines(std::sync::Arc::new(ort));
             }
-            Err(why) => tracing::warn!(
-                "model.backend = \"{}\" chose ONNX Runtime but {why}. Serving on tract (pure Rust) instead",
-                if config.model.backend_choice.is_some() { "auto" } else { "onnxruntime" }
-            ),
+            Err(why) => {
+                let asked = if config.model.backend_choice.is_some() {
+                    "\"auto\" chose ONNX Runtime"
+                } else {
+                    "\"onnxruntime\""
+                };
+                tracing::warn!(
+                    "model.backend = {asked} but {why}. Serving on tract (pure Rust) instead"
+                )
+            }
         }
     }
     tracing::info!(
