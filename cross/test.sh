@@ -67,4 +67,9 @@ print(f"aarch64 on ONNX Runtime: the x86 tract detections, boxes within {worst:.
 PY
 
 ./deploy/deb/build-deb.sh "$bin" arm64
-./deploy/deb/test-deb.sh target/deb/edgewatch_*_arm64.deb
+./deploy/deb/test-deb.sh target/deb/edgewatch_*_arm64.deb "${qemu[@]}"
+# The x86 package too, from the tests' debug binary (stripped, as a release is).
+strip -o "$work/edgewatch" target/debug/edgewatch
+./deploy/deb/build-deb.sh "$work/edgewatch" amd64
+./deploy/deb/test-deb.sh target/deb/edgewatch_*_amd64.deb
+ls -l target/deb/*.deb

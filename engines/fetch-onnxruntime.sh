@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fetches ONNX Runtime's CPU library for `model.backend = "onnxruntime"` from
 # the onnxruntime wheel on PyPI, verifies the wheel by sha256 and installs
-# only its libonnxruntime.so. edgewatch itself never downloads it: the
+# only its libonnxruntime.so, its LICENSE and ThirdPartyNotices.txt (as
+# onnxruntime-LICENSE and onnxruntime-ThirdPartyNotices.txt, which the .deb
+# ships beside the library). edgewatch itself never downloads it: the
 # operator runs this (or brings their own library) and points
 # model.onnxruntime_library at the file, or leaves it where edgewatch looks.
 # Idempotent. Usage: fetch-onnxruntime.sh [DIR]   (default: engines/onnxruntime)
@@ -36,7 +38,8 @@ case "$arch" in
     exit 1 ;;
 esac
 dest="$dir/libonnxruntime.so.$version"
-if [[ -f "$dest" && -f "$dest.wheel-sha256" && "$(cat "$dest.wheel-sha256")" == "$want" ]]; then
+if [[ -f "$dest" && -f "$dest.wheel-sha256" && "$(cat "$dest.wheel-sha256")" == "$want" \
+      && -f "$dir/onnxruntime-LICENSE" && -f "$dir/onnxruntime-ThirdPartyNotices.txt" ]]; then
   ln -sf "libonnxruntime.so.$version" "$dir/libonnxruntime.so"
   echo "onnxruntime ok: $dest"
   exit 0
@@ -58,10 +61,17 @@ if [[ "$got" != "$want" ]]; then
   exit 1
 fi
 mkdir -p "$dir"
-python3 - "$wheel" "onnxruntime/capi/libonnxruntime.so.$version" "$dest.tmp" <<'PY'
+python3 - "$wheel" "$version" "$dir" <<'PY'
 import shutil, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
-    shutil.copyfileobj(src, dst)
+wheel, version, out = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z:
+    for member, name in [
+        (f"onnxruntime/capi/libonnxruntime.so.{version}", f"libonnxruntime.so.{version}.tmp"),
+        ("onnxruntime/LICENSE", "onnxruntime-LICENSE"),
+        ("onnxruntime/ThirdPartyNotices.txt", "onnxruntime-ThirdPartyNotices.txt"),
+    ]:
+        with z.open(member) as src, open(f"{out}/{name}", "wb") as dst:
+            shutil.copyfileobj(src, dst)
 PY
 mv "$dest.tmp" "$dest"
 echo "$want" >"$dest.wheel-sha256"

@@ -192,7 +192,8 @@ impl WorkerCost {
             if tiling.full_frame {
                 e = e.max(whole);
                 d.push_str(&format!(", whole-frame pass at {side}"));
-            } else if tiling.mode == TilingMode::Auto {
+            } else if tiling.mode == TilingMode::Auto && model.family != crate::infer::Family::Db {
+                // Box models run frames the model sees well enough whole.
                 e = e.max(whole);
                 d.push_str(&format!(" or the whole frame at {side}"));
             }

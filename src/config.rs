@@ -195,6 +195,7 @@ impl Config {
         if self.model.family == Family::Classify {
             self.tiling.mode = TilingMode::Off;
         }
+        self.tiling.resolve_scale(self.model.family == Family::Db);
     }
 
     /// `auto` chose ONNX Runtime, whose workers need more memory than
@@ -770,6 +771,32 @@ mod tests {
         assert!((c.decode.unclip_ratio - 1.6).abs() < 1e-6);
         assert!(c.sources.is_empty());
         assert!(c.mqtt.is_none());
+    }
+
+    #[test]
+    fn text_in_auto_is_scaled_for_min_text_px_unless_the_file_says() {
+        let dir = model_dir();
+        let load = |extra: &str| {
+            Config::from_toml(&format!("{MINIMAL}{extra}"), dir.path(), Purpose::Detect).unwrap()
+        };
+        // 7 / 10: 10 px text reaches the model 7 px tall.
+        assert!((load("").tiling.scale - 0.7).abs() < 1e-6);
+        assert!((load("[tiling]\nmin_text_px = 14\n").tiling.scale - 0.5).abs() < 1e-6);
+        // Never enlarged by default; a given scale is kept as given.
+        assert_eq!(load("[tiling]\nmin_text_px = 5\n").tiling.scale, 1.0);
+        assert_eq!(load("[tiling]\nscale = 1.0\n").tiling.scale, 1.0);
+        assert_eq!(load("[tiling]\nscale = 2.0\n").tiling.scale, 2.0);
+        // Other modes keep the frame's own resolution.
+        assert_eq!(load("[tiling]\nmode = \"guided\"\n").tiling.scale, 1.0);
+        assert_eq!(load("[tiling]\nmode = \"tiles\"\n").tiling.scale, 1.0);
+        // A bad given scale is still refused, naming the key.
+        let issues = Config::from_toml(
+            &format!("{MINIMAL}[tiling]\nscale = 9.0\n"),
+            dir.path(),
+            Purpose::Detect,
+        )
+        .unwrap_err();
+        assert_eq!(issues[0].key, "tiling.scale");
     }
 
     #[test]

@@ -129,7 +129,12 @@ fn open_onnxruntime(
 pub fn warm_shape(config: &Config) -> [usize; 4] {
     let side = config.model.max_side;
     let (w, _) = whole_frame_size(1920, 1080, side);
-    if config.tiling.tiles_frame(w as f64 / 1920.0) {
+    let tiled = if config.model.family == crate::infer::Family::Db {
+        config.tiling.enabled()
+    } else {
+        config.tiling.tiles_frame(w as f64 / 1920.0)
+    };
+    if tiled {
         let plan = crate::infer::tiling::TilePlan::new(1920, 1080, &config.tiling);
         let (h, w) = plan.shapes()[0];
         [config.tiling.batch as usize, 3, h as usize, w as usize]

@@ -170,8 +170,8 @@ pub fn profile(config: &Config, model: &LoadedModel) -> [[u32; 4]; 3] {
     let side = config.model.max_side;
     let mut max = [1, 3, side, side];
     for (fw, fh) in [(1920, 1080), (3840, 2160), (1080, 1920)] {
-        let (w, _) = whole_frame_size(fw, fh, side);
-        if config.tiling.tiles_frame(w as f64 / fw as f64) {
+        // Text tiles in every mode but `off` (see `Detector::text`).
+        if config.tiling.enabled() {
             let plan = crate::infer::tiling::TilePlan::new(fw, fh, &config.tiling);
             for (h, w) in plan.shapes() {
                 max = [max[0].max(batch), 3, max[2].max(h), max[3].max(w)];

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs a built edgewatch .deb into a throw-away root (dpkg --root, the
 # maintainer scripts run outside a chroot with DPKG_ROOT set), checks what it
-# installed, verifies the installed unit, runs lintian, then removes and
-# purges it.
-#   deploy/deb/test-deb.sh DEB
+# installed, runs the installed binary on an image to see that `auto` takes
+# the packaged ONNX Runtime, verifies the installed unit, runs lintian, then
+# removes and purges it.
+#   deploy/deb/test-deb.sh DEB [RUNNER...]   (RUNNER: e.g. qemu-aarch64 -L /usr/aarch64-linux-gnu)
 set -euo pipefail
 deb=$(realpath "$1")
+shift
+runner=("$@")
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 fail() { echo "package test: $*" >&2; exit 1; }
@@ -32,6 +36,30 @@ grep -q '^edgewatch:x:[0-9]*:[0-9]*:.*:/var/lib/edgewatch:/usr/sbin/nologin$' "$
 grep -qx /etc/edgewatch/edgewatch.toml "$root/var/lib/dpkg/info/edgewatch.conffiles" \
   || fail "edgewatch.toml is not a conffile"
 [[ -z $(find "$root/etc" -path '*wants*' -name 'edgewatch*') ]] || fail "the service was enabled"
+
+echo "== the installed binary takes the packaged ONNX Runtime"
+ort=$(ls "$root"/usr/lib/edgewatch/libonnxruntime.so.* 2>/dev/null) || fail "no ONNX Runtime in /usr/lib/edgewatch"
+[[ -s $root/usr/share/doc/edgewatch/onnxruntime/LICENSE && -s $root/usr/share/doc/edgewatch/onnxruntime/ThirdPartyNotices.txt.gz ]] \
+  || fail "ONNX Runtime's licence or notices not installed"
+grep -q "^Files: usr/lib/edgewatch/libonnxruntime" "$root/usr/share/doc/edgewatch/copyright" || fail "copyright does not cover ONNX Runtime"
+# The model alone in its folder: engines/onnxruntime/ beside the repo's copy
+# would be found first.
+mkdir "$root/model"
+cp "$repo/engines/ppocr-det-v4.onnx" "$root/model/"
+"$repo/target/debug/make-samples" "$root/model" 1 640 480 4 22 34 >/dev/null
+printf '[model]\npath = "%s/model/ppocr-det-v4.onnx"\n' "$root" >"$root/detect.toml"
+"${runner[@]}" "$root/usr/bin/edgewatch" detect --config "$root/detect.toml" "$root/model/sample-000.jpg" \
+  >"$root/detect.json" 2>"$root/detect.log" || { cat "$root/detect.log" >&2; fail "the installed binary failed to detect"; }
+grep -q "ONNX Runtime 1\.[0-9.]* from .*/lib/edgewatch/libonnxruntime" "$root/detect.log" \
+  || { cat "$root/detect.log" >&2; fail "auto did not take $(basename "$ort") from /usr/lib/edgewatch"; }
+python3 - "$root/detect.json" <<'PY' || fail "detect's answer (above) is not ONNX Runtime's boxes"
+import json, sys
+msg = json.loads(open(sys.argv[1]).readline())
+assert msg["model"]["backend"] == "onnxruntime-cpu", msg["model"]
+assert msg["detections"], "the sample has text; none found"
+print(f"installed binary on {msg['model']['backend']}: {len(msg['detections'])} boxes")
+PY
+rm -rf "$root/model" "$root/detect.toml" "$root/detect.json" "$root/detect.log"
 
 echo "== systemd-analyze verify (installed unit, ExecStart under the root)"
 sed "s#/usr/bin/edgewatch#$root/usr/bin/edgewatch#" "$root/lib/systemd/system/edgewatch.service" >"$root/edgewatch.service"

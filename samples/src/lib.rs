@@ -11,8 +11,18 @@ pub const FONT_PATHS: [&str; 2] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
 ];
 
-/// Loads the test font or panics saying what to install.
+/// Loads the test font, or the one `SAMPLES_FONT` names (benchmark sets in
+/// another typeface), or panics saying what to install.
 pub fn font() -> FontVec {
+    if let Some(path) = std::env::var_os("SAMPLES_FONT") {
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "SAMPLES_FONT={}: cannot read it ({e})",
+                path.to_string_lossy()
+            )
+        });
+        return FontVec::try_from_vec(bytes).expect("SAMPLES_FONT is a valid TrueType font");
+    }
     for p in FONT_PATHS {
         if let Ok(bytes) = std::fs::read(p) {
             return FontVec::try_from_vec(bytes).expect("valid TrueType font");

@@ -354,10 +354,9 @@ impl Detector {
         reuse: Option<&mut TileReuse>,
     ) -> Result<Vec<Detection>, FrameError> {
         let (frame_w, frame_h) = (decoded.frame_w, decoded.frame_h);
-        let img = &decoded.image;
-        let (w, _) = whole_frame_size(img.width(), img.height(), self.settings.max_side);
-        let whole_scale = w as f64 / img.width() as f64;
-        let dets = if self.settings.tiling.tiles_frame(whole_scale) {
+        // Text is tiled in every mode but `off`: `auto` covers the frame at
+        // its recall-first scale, a frame that fits one tile in one tensor.
+        let dets = if self.settings.tiling.enabled() {
             let guided = self.settings.tiling.mode == TilingMode::Guided;
             let mut dets = match reuse {
                 // Reuse keeps a map of whole tiles; guided windows move

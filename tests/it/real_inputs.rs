@@ -56,9 +56,10 @@ fn iou(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// A 400-dpi typewriter page (4000x2864, 11.5 MP) was refused at the
-/// default budget ("send it as a JPEG"). Now it is decoded scaled down
-/// while it is read, the message says so, and its lines are found; the same
-/// page as a G4 TIFF in strips gives the same boxes.
+/// default budget ("send it as a JPEG"). The default budget now reads it
+/// whole; where the plan's `max_pixels` is smaller it is decoded scaled
+/// down while it is read, the message says so, and its lines are still
+/// found; the same page as a G4 TIFF in strips gives the same boxes.
 #[test]
 fn a_400_dpi_scan_as_png_and_g4_tiff_is_read_inside_the_default_budget() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,7 +67,19 @@ fn a_400_dpi_scan_as_png_and_g4_tiff_is_read_inside_the_default_budget() {
     let png = real("typewriter.png");
     let tif = dir.path().join("typewriter.tif");
     g4_tiff(&png, &tif);
-    let msgs = common::detect(&cfg, &[png, tif]);
+    let whole = common::detect(&cfg, std::slice::from_ref(&png));
+    assert_eq!(
+        whole[0]["image"]["scaled_to"],
+        serde_json::Value::Null,
+        "{}",
+        whole[0]
+    );
+    assert!(common::boxes(&whole[0]).len() >= 15, "{}", whole[0]);
+    // A plan that holds 3 MP a frame decodes it at half size.
+    let small = dir.path().join("small.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&small, format!("max_pixels = 3000000\n{text}")).unwrap();
+    let msgs = common::detect(&small, &[png, tif]);
     assert_eq!(msgs.len(), 2);
     for m in &msgs {
         assert_eq!(

@@ -4,6 +4,8 @@
 //! KIND: `lines` (the default: LINES lines on a plain background), `busy`
 //! (LINES paper labels on a cluttered scene) or `page` (a printed page;
 //! LINES is ignored).
+//! `SAMPLES_SEED` (default 1000) seeds the first image, the next get +1 each;
+//! `SAMPLES_FONT` names another TrueType font.
 
 use edgewatch_samples as textimg;
 
@@ -18,8 +20,15 @@ fn main() {
     let px_hi: u32 = args.get(6).and_then(|s| s.parse().ok()).unwrap_or(44);
     let kind = args.get(7).map(String::as_str).unwrap_or("lines");
     std::fs::create_dir_all(&out).expect("create the output directory");
+    let first_seed: u64 = match std::env::var("SAMPLES_SEED") {
+        Ok(s) => s.parse().unwrap_or_else(|_| {
+            eprintln!("make-samples: SAMPLES_SEED={s:?} is not a whole number");
+            std::process::exit(2);
+        }),
+        Err(_) => 1000,
+    };
     for i in 0..count {
-        let seed = 1000 + i;
+        let seed = first_seed + i;
         let (img, boxes) = match kind {
             "lines" => textimg::render(width, height, seed, lines, px_lo, px_hi),
             "busy" => textimg::render_busy(width, height, seed, lines, px_lo, px_hi),
