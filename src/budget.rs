@@ -232,6 +232,9 @@ impl WorkerCost {
 
 fn fixed_items(input: &PlanInput<'_>) -> Vec<Item> {
     let plans = match input.tiling.mode {
+        // ONNX Runtime runs the frames: tract optimises one shape at load
+        // (to check the model's output) and drops it (`use_engines`).
+        _ if input.model.backend == crate::infer::Backend::Onnxruntime => 1,
         TilingMode::Tiles => 1 + input.tiling.full_frame as u64 + (input.tiling.batch > 1) as u64,
         _ => MAX_PLANS,
     };

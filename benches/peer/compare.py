@@ -12,7 +12,7 @@ Each run is a fresh process over a whole set. Measured per run:
 - recall and precision against the known text boxes at IoU >= 0.3.
 Figures are medians over the rounds (peak RSS: the largest).
 
-Usage: compare.py --bin EDGEWATCH --peer-python PY --peer-path PYTHONPATH
+Usage: compare.py --bin EDGEWATCH --peer-python PY --peer NAME:PYTHONPATH:SCRIPT ...
                   --set NAME:TRUTH.jsonl ... --runner NAME:CONFIG ... --rounds N --out FILE
 """
 import argparse
@@ -82,11 +82,13 @@ def edgewatch(args, config, files):
     return cold, busy, per, rss
 
 
-def rapidocr(args, files):
-    env = dict(os.environ, PYTHONPATH=args.peer_path, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", ""))
+def rapidocr(args, peer, files):
+    """`peer` is (PYTHONPATH, script in this folder)."""
+    path, script = peer
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", ""))
     if not env["OMP_NUM_THREADS"]:
         del env["OMP_NUM_THREADS"]
-    cmd = [args.peer_python, str(HERE / "rapidocr_det.py"), *files]
+    cmd = [args.peer_python, str(HERE / script), *files]
     cold, busy, out, rss = run(cmd, env, "ready")
     per = {}
     for line in out:
@@ -125,7 +127,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--peer-python", default=sys.executable)
-    ap.add_argument("--peer-path", required=True)
+    ap.add_argument("--peer", action="append", required=True,
+                    help="NAME:PYTHONPATH:SCRIPT (the first is the one ratios are taken to)")
     ap.add_argument("--set", action="append", required=True, help="NAME:TRUTH.jsonl")
     ap.add_argument("--runner", action="append", required=True, help="NAME:CONFIG.toml")
     ap.add_argument("--rounds", type=int, default=3)
@@ -139,16 +142,20 @@ def main():
         truth = {}
         for line in open(truth_file):
             rec = json.loads(line)
-            truth[rec["file"]] = [t["box"] for t in rec["truth"]]
+            # Real scans come without line ground truth: speed and boxes only.
+            truth[rec["file"]] = None if rec["truth"] is None else [t["box"] for t in rec["truth"]]
         files = sorted(truth)
-        runners = [("RapidOCR 1.4.4 (ONNX Runtime)", None)] + [tuple(r.split(":", 1)) for r in args.runner]
+        peers = [p.split(":", 2) for p in args.peer]
+        runners = [(p[0], tuple(p[1:])) for p in peers] + [
+            (label, config) for label, config in (r.split(":", 1) for r in args.runner)
+        ]
         results = {r[0]: [] for r in runners}
         for rnd in range(args.rounds):
             # Alternate the order each round so neither side always runs on a
             # warmer or cooler machine.
             order = runners if rnd % 2 == 0 else list(reversed(runners))
             for label, config in order:
-                res = rapidocr(args, files) if config is None else edgewatch(args, config, files)
+                res = rapidocr(args, config, files) if isinstance(config, tuple) else edgewatch(args, config, files)
                 missing = [f for f in files if f not in res[2]]
                 if missing:
                     sys.exit(f"error: {label} gave no result for {missing[:3]}")
@@ -160,7 +167,10 @@ def main():
             runs = results[label]
             lat = [ms for r in runs for ms, _ in r[2].values()]
             hits = tp = nt = nf = 0
+            boxes = sum(len(runs[0][2][f][1]) for f in files)
             for f in files:
+                if truth[f] is None:
+                    continue
                 h, t, a, b = score(truth[f], runs[0][2][f][1])
                 hits, tp, nt, nf = hits + h, tp + t, nt + a, nf + b
             rows.append({
@@ -170,9 +180,10 @@ def main():
                 "p99": pct(lat, 99),
                 "rss": max(r[3] for r in runs) / 2**20,
                 "cold": statistics.median(r[0] for r in runs),
-                "recall": hits / nt if nt else 0.0,
+                "recall": hits / nt if nt else None,
                 "precision": tp / nf if nf else 0.0,
                 "hits": f"{hits}/{nt}",
+                "boxes": boxes,
             })
         sections.append((name, len(files), rows))
 
@@ -188,24 +199,32 @@ def main():
         f"- Command: `{args.command or ' '.join(sys.argv)}`",
         f"- Rounds: {args.rounds} per side and set; images/s, latencies and cold start are",
         "  medians over the rounds, peak RSS the largest.",
-        "- Same model on both sides: PP-OCRv4 det (`ch_PP-OCRv4_det_infer.onnx`, sha256 d2a7720d…).",
+        "- Models: PP-OCRv4 det (`ch_PP-OCRv4_det_infer.onnx`, sha256 d2a7720d…) for RapidOCR 1.4.4",
+        "  and edgewatch; PP-OCRv6 small det (the file RapidOCR 3.10's wheel ships, sha256 090f04ab…)",
+        "  for RapidOCR 3.10 and the runner that names it; INT8: `engines/make-int8.sh`.",
         "- RapidOCR runs text detection only (`use_det=True, use_cls=False, use_rec=False`)",
         "  with its default settings (longest side capped at 2000, `limit_side_len` 736 `min`).",
+        "- edgewatch runs as shipped unless the runner says otherwise: `backend = \"auto\"`",
+        "  (ONNX Runtime where its library is found and the budget holds it, else tract),",
+        "  `[tiling] mode = \"auto\"` at the recall-first scale 7 / `min_text_px` (0.7), budget 320 MiB.",
         "- images/s = images / (exit − ready); latency = per image, file read included;",
         "  cold start = spawn to model ready; peak RSS = the child's `ru_maxrss`;",
         "  recall / precision: boxes matching the known text at IoU ≥ 0.3.",
         "",
     ]
     for name, n, rows in sections:
-        peer = rows[0]
+        first, newest = rows[0], rows[min(1, len(args.peer) - 1)]
         lines += [f"## {name} ({n} images)", "",
-                  "| runner | images/s | × RapidOCR | p50 ms | p99 ms | peak RSS MiB | cold start s | recall | precision |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| runner | images/s | × RapidOCR 1.4.4 | × RapidOCR 3.10 | p50 ms | p99 ms | peak RSS MiB | cold start s | recall | precision | boxes |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
-            ratio = r["ips"] / peer["ips"] if peer["ips"] else 0.0
+            ratio = r["ips"] / first["ips"] if first["ips"] else 0.0
+            ratio3 = r["ips"] / newest["ips"] if newest["ips"] else 0.0
+            recall = "—" if r["recall"] is None else f"{r['recall']:.3f} ({r['hits']})"
+            precision = "—" if r["recall"] is None else f"{r['precision']:.3f}"
             lines.append(
-                f"| {r['label']} | {r['ips']:.2f} | {ratio:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | "
-                f"{r['rss']:.0f} | {r['cold']:.2f} | {r['recall']:.3f} ({r['hits']}) | {r['precision']:.3f} |"
+                f"| {r['label']} | {r['ips']:.2f} | {ratio:.2f} | {ratio3:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | "
+                f"{r['rss']:.0f} | {r['cold']:.2f} | {recall} | {precision} | {r['boxes']} |"
             )
         lines.append("")
     Path(args.out).write_text("\n".join(lines))
