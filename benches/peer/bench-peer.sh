@@ -116,7 +116,7 @@ python3 benches/peer/compare.py \
   --set "A4 pages, 1240×1754, lines of 16–30 px:$data/pages-v2.jsonl" \
   --set "4K, 40 lines of 12–20 px:$data/4k-v2.jsonl" \
   --set "4K, 3 labels of 12–20 px on a busy scene:$data/labels-v2.jsonl" \
-  --set "Real scans: a 400-dpi typewriter page, a 300-dpi letter, a map as JPEG (OCRmyPDF's test data):$data/real.jsonl" \
+  --set "Real scans — a 400-dpi typewriter page, a 300-dpi letter, a map as JPEG (OCRmyPDF's test data):$data/real.jsonl" \
   --runner "edgewatch, default:$data/default.toml" \
   --runner "edgewatch on tract:$data/tract.toml" \
   --runner "edgewatch, guided:$data/guided.toml" \
@@ -132,11 +132,11 @@ if [[ ${CRITERION:-1} != 0 ]]; then
   if [[ ${CRITERION:-1} != engines ]]; then
     echo "running the criterion benches ..."
     cargo bench --locked --quiet --bench pipeline -- --noplot >"$data/criterion.txt" 2>/dev/null
-    python3 benches/peer/criterion_table.py "$data/criterion.txt" >>"$out"
+      { echo; python3 benches/peer/criterion_table.py "$data/criterion.txt"; } >>"$out"
   fi
   echo "running the engine benches ..."
   cargo bench --locked --quiet --bench engines -- --noplot >"$data/engines.txt" 2>/dev/null
-  python3 benches/peer/engine_table.py "$data/engines.txt" >>"$out"
+  { echo; python3 benches/peer/engine_table.py "$data/engines.txt"; } >>"$out"
 fi
 
 # Optional: RSS over a long run (SOAK=2000 takes about 10 minutes).

@@ -138,7 +138,7 @@ def main():
 
     sections = []
     for spec in args.set:
-        name, truth_file = spec.split(":", 1)
+        name, truth_file = spec.rsplit(":", 1)
         truth = {}
         for line in open(truth_file):
             rec = json.loads(line)
