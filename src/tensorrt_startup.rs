@@ -13,7 +13,6 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::infer::detector::Detector;
 use crate::infer::model::LoadedModel;
-use crate::infer::preprocess::whole_frame_size;
 use crate::infer::tensorrt::background::{BackgroundBuild, Outcome};
 use crate::infer::tensorrt::cache::{EngineCache, EngineKey, Manifest, Precision};
 use crate::infer::tensorrt::check;
