@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::budget::{MemoryPlan, PlanError, PlanInput};
+use crate::base::restart::SuperviseConfig;
+use crate::infer::budget::{MemoryPlan, PlanError, PlanInput};
 use crate::infer::tiling::TilingConfig;
 use crate::infer::ModelConfig;
 use crate::postprocess::DecodeConfig;
 use crate::sink::mqtt::MqttConfig;
 use crate::source::SourceConfig;
-use crate::supervise::SuperviseConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -173,7 +173,7 @@ impl Config {
             return Ok(config);
         }
         // Value checks know the key, not the place: the file tells it.
-        let spans = crate::config_spans::Spans::new(text);
+        let spans = crate::base::config_spans::Spans::new(text);
         for issue in issues.iter_mut().filter(|i| i.line.is_none()) {
             issue.line = spans.line(&issue.key);
         }
@@ -321,7 +321,9 @@ impl Config {
                 reason,
             })
         };
-        if let Err(reason) = crate::topic::check_segment(&self.device) {
+        if let Err(reason) =
+            crate::base::topic::check_segment(&self.device).map_err(|e| e.to_string())
+        {
             bad("device", reason);
         }
         if self.memory_budget_mb == 0 {
@@ -409,7 +411,7 @@ impl Config {
         let accelerator = match model.backend {
             crate::infer::Backend::Tensorrt => {
                 model.workers = Some(model.workers.unwrap_or(1));
-                Some(crate::budget::tensorrt_item(
+                Some(crate::infer::budget::tensorrt_item(
                     &self.tensorrt,
                     self.memory_budget_mb,
                     model_bytes,
@@ -417,10 +419,10 @@ impl Config {
                     self.tiling.batch,
                 ))
             }
-            crate::infer::Backend::Onnxruntime => Some(crate::budget::onnxruntime_item()),
+            crate::infer::Backend::Onnxruntime => Some(crate::infer::budget::onnxruntime_item()),
             crate::infer::Backend::Cpu | crate::infer::Backend::Auto => None,
         };
-        crate::budget::plan(&PlanInput {
+        crate::infer::budget::plan(&PlanInput {
             budget_mb: self.memory_budget_mb,
             model: &model,
             model_bytes,
@@ -490,7 +492,7 @@ fn unknown_source_kinds(text: &str) -> Vec<ConfigIssue> {
     let Ok(table) = toml::from_str::<toml::Table>(text) else {
         return Vec::new();
     };
-    let spans = crate::config_spans::Spans::new(text);
+    let spans = crate::base::config_spans::Spans::new(text);
     let sources = table.get("source").and_then(|s| s.as_array());
     sources
         .into_iter()
@@ -527,7 +529,7 @@ fn within_source(text: &str, issue: &mut ConfigIssue) {
     if !issue.key.starts_with("source[") || issue.key.contains('.') {
         return;
     }
-    let spans = crate::config_spans::Spans::new(text);
+    let spans = crate::base::config_spans::Spans::new(text);
     if let Some((key, line)) = spans.find_within(&issue.key, name) {
         issue.key = key;
         issue.line = Some(line);

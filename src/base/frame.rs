@@ -19,16 +19,6 @@ pub struct FrameMeta {
     pub path: Option<PathBuf>,
 }
 
-/// `text` on one line: line breaks become `; `, so a reason never splits a
-/// log line, a `detect` stderr line or an `.error.json` field.
-pub fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// A message id, `{source}-{16 hex digits}`: the first 8 bytes of SHA-256
 /// over `parts`, then `at` in nanoseconds since the epoch. Every source's
 /// ids look alike; which parts make one stable is each source's choice.

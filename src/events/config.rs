@@ -263,7 +263,8 @@ impl SceneConfig {
             push("events.max_tracks", "must be at least 1".into());
         }
         for (i, z) in self.zones.iter().enumerate() {
-            if let Err(why) = crate::topic::check_segment(&z.name) {
+            if let Err(why) = crate::base::topic::check_segment(&z.name).map_err(|e| e.to_string())
+            {
                 push(&format!("zones[{i}].name"), why);
             }
             if self.zones[..i].iter().any(|o| o.name == z.name) {

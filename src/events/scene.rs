@@ -13,6 +13,7 @@ use super::message::{rfc3339, EventMessage, EventType, ObjectsState};
 use super::snapshot::{self, SnapshotDir};
 use super::tracker::{Change, Track, Tracker, TrackerSettings};
 use super::zones::Zones;
+use crate::base::topic::Leaf;
 use crate::postprocess::Detection;
 
 /// A message to publish under `{prefix}/{device}/{source}/`.
@@ -21,7 +22,7 @@ pub struct Outgoing {
     /// Source name.
     pub source: String,
     /// The topic below the source: `events`, `events/snapshot/<id>`, `objects`.
-    pub leaf: String,
+    pub leaf: Leaf,
     /// Body.
     pub payload: Vec<u8>,
     /// Retained by the broker (the objects state).
@@ -272,7 +273,7 @@ impl SceneTracker {
         self.present = Some(now);
         out.push(Outgoing {
             source: self.source.clone(),
-            leaf: "objects".into(),
+            leaf: Leaf::Objects,
             payload: serde_json::to_vec(&state).expect("state serialises"),
             retain: true,
             kind: "objects",
@@ -314,7 +315,7 @@ impl SceneTracker {
         }
         out.push(Outgoing {
             source: self.source.clone(),
-            leaf: "events".into(),
+            leaf: Leaf::Events,
             payload: msg.to_json().into_bytes(),
             retain: false,
             kind: match kind {
@@ -336,15 +337,16 @@ impl SceneTracker {
         let cfg = self.cfg.snapshots.as_ref()?;
         match cfg.to {
             SnapshotTarget::Mqtt => {
-                let leaf = format!("events/snapshot/{}", t.id);
+                let leaf = Leaf::Snapshot(t.id);
+                let said = leaf.to_string();
                 out.push(Outgoing {
                     source: self.source.clone(),
-                    leaf: leaf.clone(),
+                    leaf,
                     payload: jpeg,
                     retain: false,
                     kind: "snapshot",
                 });
-                Some(leaf)
+                Some(said)
             }
             SnapshotTarget::Dir => {
                 let dir = self.dir.as_ref()?;
@@ -515,7 +517,7 @@ mod tests {
 
     fn events(out: &[Outgoing]) -> Vec<(String, u64)> {
         out.iter()
-            .filter(|o| o.leaf == "events")
+            .filter(|o| o.leaf == Leaf::Events)
             .map(|o| {
                 let v: serde_json::Value = serde_json::from_slice(&o.payload).unwrap();
                 (
@@ -570,7 +572,7 @@ mod tests {
         // The objects state went 1, then 0, retained.
         let states: Vec<u64> = all
             .iter()
-            .filter(|o| o.leaf == "objects")
+            .filter(|o| o.leaf == Leaf::Objects)
             .map(|o| {
                 assert!(o.retain);
                 serde_json::from_slice::<serde_json::Value>(&o.payload).unwrap()["count"]
@@ -611,7 +613,7 @@ mod tests {
         all.extend(s.sweep(at(13_500)));
         let states: Vec<(u64, bool)> = all
             .iter()
-            .filter(|o| o.leaf == "objects")
+            .filter(|o| o.leaf == Leaf::Objects)
             .map(|o| {
                 let v: serde_json::Value = serde_json::from_slice(&o.payload).unwrap();
                 (v["count"].as_u64().unwrap(), v["silent"].as_bool().unwrap())
@@ -658,7 +660,7 @@ mod tests {
                 &frame,
             ));
         }
-        let first = out.iter().find(|o| o.leaf == "events").unwrap();
+        let first = out.iter().find(|o| o.leaf == Leaf::Events).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
         assert_eq!(v["type"], "new");
         assert_eq!(v["zones"], serde_json::json!(["door"]));

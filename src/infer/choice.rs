@@ -61,7 +61,7 @@ fn tensorrt_here() -> Result<String, String> {
     };
     tensorrt::libs::Libraries::open(&tensorrt::libs::SearchPaths::from_env(), &[major], None)
         .map(|l| format!("TensorRT {} from {}", l.version, l.paths[0]))
-        .map_err(|e| crate::frame::one_line(&e.to_string()))
+        .map_err(|e| crate::base::text::one_line(&e.to_string()))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ impl From<image::ImageError> for DecodeError {
             image::ImageError::IoError(e) => DecodeError::Io(e),
             image::ImageError::Unsupported(_) => DecodeError::UnknownFormat,
             image::ImageError::Limits(l) => DecodeError::TooLarge(l.to_string()),
-            other => DecodeError::Corrupt(crate::frame::one_line(&other.to_string())),
+            other => DecodeError::Corrupt(crate::base::text::one_line(&other.to_string())),
         }
     }
 }

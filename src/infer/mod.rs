@@ -1,6 +1,7 @@
 //! Inference: the `Engine` seam between backends, and everything around it
 //! that is shared by all backends (pre-processing, the whole-frame detector).
 
+pub mod budget;
 pub mod choice;
 pub mod decoded;
 pub mod detector;

@@ -189,7 +189,7 @@ fn png_error(e: png::DecodingError) -> DecodeError {
             DecodeError::Corrupt("the data ends early (truncated file?)".into())
         }
         png::DecodingError::IoError(e) => DecodeError::Io(e),
-        other => DecodeError::Corrupt(crate::frame::one_line(&other.to_string())),
+        other => DecodeError::Corrupt(crate::base::text::one_line(&other.to_string())),
     }
 }
 
@@ -334,7 +334,7 @@ fn tiff_error(e: tiff::TiffError) -> DecodeError {
         tiff::TiffError::LimitsExceeded => {
             DecodeError::TooLarge("a TIFF strip exceeds the decoder's limits".into())
         }
-        other => DecodeError::Corrupt(crate::frame::one_line(&other.to_string())),
+        other => DecodeError::Corrupt(crate::base::text::one_line(&other.to_string())),
     }
 }
 

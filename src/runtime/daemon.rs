@@ -8,18 +8,19 @@ use std::time::Duration;
 use anyhow::Context;
 use crossbeam_channel::bounded;
 
+use crate::base::heartbeats::{Heartbeats, Notifier, Stage};
+use crate::base::restart::run_restarting;
+use crate::base::shutdown::Shutdown;
 use crate::config::Config;
 use crate::events::config::Publish;
-use crate::reload::{apply_reload, LiveSettings};
-use crate::setup::{detector_settings, load_model};
-use crate::shutdown::Shutdown;
+use crate::runtime::inference::{detector_settings, load_model};
+use crate::runtime::reload::{apply_reload, LiveSettings};
+use crate::runtime::workers::{WorkerPool, WorkerShared};
 use crate::sink::mqtt::MqttSink;
 use crate::source::folder::FolderSource;
 use crate::source::latest::{FramePool, LatestFrame};
 use crate::source::stream::{self, CaptureError, FrameOutput, Open, StreamSettings};
-use crate::source::{Job, SourceConfig, STREAM_SPARE_FRAMES};
-use crate::supervise::{run_restarting, Heartbeats, Notifier, Stage};
-use crate::workers::{WorkerPool, WorkerShared};
+use crate::source::{Built, Job, SourceConfig, STREAM_SPARE_FRAMES};
 
 /// A configuration that only the loaded model could show to be wrong (labels
 /// or class names that do not fit it): exits 2 like any config error.
@@ -102,7 +103,7 @@ pub fn run(
     let engines = Arc::new(crate::infer::EngineSlot::new(model.engines.clone()));
     #[cfg(feature = "tensorrt")]
     let mut gpu =
-        crate::tensorrt_startup::Startup::begin(config_path, &config, &model, &engines, &metrics)?;
+        crate::runtime::tensorrt::Startup::begin(config_path, &config, &model, &engines, &metrics)?;
     let mut pool = WorkerPool::start(
         WorkerShared {
             rx,
@@ -266,20 +267,6 @@ fn announce(sink: &MqttSink, mqtt: &crate::sink::mqtt::MqttConfig, config: &Conf
     ));
 }
 
-/// With no frame inferred for this long, a stream is taken as gone and its
-/// objects end: its refresh, its frame interval and the end delay, with
-/// `events.silent_grace_s` of room for a stalled camera.
-fn silent_after(source: &SourceConfig, fps: Option<f64>) -> Duration {
-    let (end_after, grace) = source.scene().map_or((0.0, 10.0), |s| {
-        (s.events.end_after_s, s.events.silent_grace_s)
-    });
-    let refresh = source
-        .motion_settings()
-        .map_or(0.0, |m| m.refresh.as_secs_f64());
-    let interval = fps.map_or(0.0, |f| 1.0 / f);
-    Duration::from_secs_f64(end_after + refresh + interval + grace)
-}
-
 /// What every source thread needs from the daemon.
 struct SourceContext {
     /// Every stream's tracker.
@@ -289,7 +276,7 @@ struct SourceContext {
     metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// The daemon's stop; each source runs under a child of it.
     shutdown: Shutdown,
-    supervise: crate::supervise::SuperviseConfig,
+    supervise: crate::base::restart::SuperviseConfig,
     stall: Duration,
     /// Inference workers (camera frames in flight at once).
     workers: usize,
@@ -301,7 +288,7 @@ struct SourceContext {
 struct RunningSource {
     config: SourceConfig,
     stop: Shutdown,
-    stage: Arc<crate::supervise::Stage>,
+    stage: Arc<crate::base::heartbeats::Stage>,
     handle: JoinHandle<()>,
 }
 
@@ -316,8 +303,8 @@ impl RunningSources {
         let name = source.name().to_string();
         let stage = format!("source:{name}");
         let own_stop = ctx.shutdown.child();
-        let mut body: SourceBody = match source {
-            SourceConfig::Folder(f) => {
+        let mut body: SourceBody = match source.build(ctx.max_pixels)? {
+            Built::Folder(f) => {
                 // Opened here so a folder that cannot be used is reported at
                 // once (at start-up that stops the daemon); later failures
                 // are restarted.
@@ -326,7 +313,7 @@ impl RunningSources {
                     ctx.tx.clone(),
                     own_stop.clone(),
                 )?);
-                let (f, tx, stop) = (f.clone(), ctx.tx.clone(), own_stop.clone());
+                let (tx, stop) = (ctx.tx.clone(), own_stop.clone());
                 Box::new(move |beat| {
                     let src = match first.take() {
                         Some(s) => s,
@@ -338,73 +325,9 @@ impl RunningSources {
                         .map_err(|e| e.to_string())
                 })
             }
-            // A camera missing at start-up is not an error: it is retried
-            // until it is plugged in, and the other sources run meanwhile.
-            SourceConfig::Camera(c) => {
-                #[cfg(feature = "camera")]
-                {
-                    let settings = StreamSettings {
-                        name: name.clone(),
-                        fps: c.fps,
-                        every_nth: c.every_nth,
-                        reconnect_min: crate::source::camera::RECONNECT_MIN,
-                        reconnect_max: Duration::from_secs(c.reconnect_max_s),
-                        max_pixels: ctx.max_pixels,
-                        motion: c.stream.motion_settings(),
-                    };
-                    ctx.scenes
-                        .configure(&name, c.stream.scene(), silent_after(source, c.fps));
-                    let opener = crate::source::camera::V4l2Opener::new(c);
-                    stream_body(Box::new(opener), settings, ctx, own_stop.clone())
-                }
-                #[cfg(not(feature = "camera"))]
-                {
-                    let _ = c;
-                    anyhow::bail!("source {name}: this edgewatch was built without camera support (cargo feature `camera`); rebuild with it, or use a replay source");
-                }
-            }
-            SourceConfig::Rtsp(r) => {
-                #[cfg(feature = "rtsp")]
-                {
-                    let settings = StreamSettings {
-                        name: name.clone(),
-                        fps: r.fps,
-                        every_nth: r.every_nth,
-                        reconnect_min: crate::source::rtsp::RECONNECT_MIN,
-                        reconnect_max: Duration::from_secs(r.reconnect_max_s),
-                        max_pixels: (r.width as u64 * r.height as u64).min(ctx.max_pixels),
-                        motion: r.stream.motion_settings(),
-                    };
-                    ctx.scenes
-                        .configure(&name, r.stream.scene(), silent_after(source, r.fps));
-                    // `/proc/self/exe` still runs this build after a package
-                    // upgrade has replaced the file on disk.
-                    let opener = crate::source::rtsp_child::ChildOpener::new(
-                        r,
-                        std::path::PathBuf::from("/proc/self/exe"),
-                    );
-                    stream_body(Box::new(opener), settings, ctx, own_stop.clone())
-                }
-                #[cfg(not(feature = "rtsp"))]
-                {
-                    let _ = r;
-                    anyhow::bail!("source {name}: this edgewatch was built without RTSP support (cargo feature `rtsp`); rebuild with it");
-                }
-            }
-            SourceConfig::Replay(r) => {
-                let settings = StreamSettings {
-                    name: name.clone(),
-                    fps: r.fps,
-                    every_nth: r.every_nth,
-                    reconnect_min: crate::source::camera::RECONNECT_MIN,
-                    reconnect_max: Duration::from_secs(10),
-                    max_pixels: ctx.max_pixels,
-                    motion: r.stream.motion_settings(),
-                };
-                ctx.scenes
-                    .configure(&name, r.stream.scene(), silent_after(source, r.fps));
-                let opener = crate::source::replay::ReplayOpener::new(r);
-                stream_body(Box::new(opener), settings, ctx, own_stop.clone())
+            Built::Stream(plan) => {
+                ctx.scenes.configure(&name, plan.scene, plan.silent_after);
+                stream_body(plan.opener, plan.settings, ctx, own_stop.clone())
             }
         };
         let beat = ctx.heartbeats.register(stage.clone(), ctx.stall);

@@ -3,8 +3,8 @@
 //! `check-config`, reloads and the TensorRT start-up, so none of them reach
 //! into the daemon for it.
 
-use crate::budget::MemoryPlan;
 use crate::config::Config;
+use crate::infer::budget::MemoryPlan;
 use crate::infer::detector::DetectorSettings;
 use crate::infer::model::LoadedModel;
 use crate::infer::onnxruntime::OrtModel;
@@ -60,7 +60,7 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
     let plan = config
         .memory_plan()
         .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.reason))?;
-    crate::budget::release_large_buffers();
+    crate::infer::budget::release_large_buffers();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

@@ -2,11 +2,11 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::budget::MemoryPlan;
 use crate::config::Config;
+use crate::infer::budget::MemoryPlan;
 use crate::infer::detector::DetectorSettings;
 use crate::infer::model::LoadedModel;
-use crate::setup::detector_settings;
+use crate::runtime::inference::detector_settings;
 
 /// Detector settings that workers pick up before their next frame.
 pub struct LiveSettings {

@@ -165,7 +165,7 @@ pub fn profile(config: &Config, model: &LoadedModel) -> [[u32; 4]; 3] {
         let s = [1, 3, model.input.1, model.input.0];
         return [s, s, s];
     }
-    let warm = crate::setup::warm_shape(config).map(|d| d as u32);
+    let warm = crate::runtime::inference::warm_shape(config).map(|d| d as u32);
     let side = config.model.max_side;
     let mut max = [1, 3, side, side];
     for (fw, fh) in [(1920, 1080), (3840, 2160), (1080, 1920)] {
@@ -340,7 +340,7 @@ pub fn build_engine(config: &Config) -> anyhow::Result<()> {
         }
     }
     let t = &config.tensorrt;
-    let model = LoadedModel::load(&config.model, crate::setup::warm_shape(config))?;
+    let model = LoadedModel::load(&config.model, crate::runtime::inference::warm_shape(config))?;
     let gpu = Gpu::open(t)?;
     let key = gpu.key(config, &model);
     let cache = EngineCache::new(&t.engines);
@@ -515,8 +515,8 @@ fn reference_check(
     let mut cpu_engine = model.tract.engine()?;
     let cpu_out = cpu_engine.run(tensor.clone())?;
     let gpu_out = gpu_engine.run(tensor)?;
-    let settings =
-        crate::setup::detector_settings(config, u64::MAX / 4, model).map_err(anyhow::Error::msg)?;
+    let settings = crate::runtime::inference::detector_settings(config, u64::MAX / 4, model)
+        .map_err(anyhow::Error::msg)?;
     let cpu_dets = Detector::new(Box::new(cpu_engine), settings.clone())
         .detect_image(&image)?
         .detections;

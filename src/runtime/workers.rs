@@ -3,7 +3,6 @@
 //! in place with back-off; one hung inside a model call (which cannot be
 //! interrupted) is abandoned and replaced by a fresh worker.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,19 +10,20 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::base::heartbeats::{Heartbeats, Stage};
+use crate::base::restart::{run_restarting, RestartWindow, SuperviseConfig};
+use crate::base::shutdown::Shutdown;
 use crate::events::config::Publish;
 use crate::events::scene::{Outgoing, Scenes};
 use crate::infer::detector::Detector;
 use crate::infer::model::{LoadedModel, ModelInfo};
 use crate::infer::EngineSlot;
-use crate::reload::LiveSettings;
-use crate::shutdown::Shutdown;
+use crate::runtime::reload::LiveSettings;
 use crate::sink::mqtt::MqttSink;
 use crate::sink::payload::Message;
 use crate::source::folder::FolderJob;
 use crate::source::latest::FrameTicket;
 use crate::source::Job;
-use crate::supervise::{run_restarting, Heartbeats, Stage, SuperviseConfig};
 use crate::telemetry::metrics::Metrics;
 
 /// What every worker shares.
@@ -72,7 +72,7 @@ pub struct WorkerPool {
     workers: Vec<Worker>,
     abandoned: Vec<Worker>,
     /// When workers were replaced, within the restart window.
-    replaced: VecDeque<Instant>,
+    replaced: RestartWindow,
     /// A hang already reported as one that needs a process restart.
     reported: bool,
 }
@@ -84,11 +84,12 @@ impl WorkerPool {
         let workers = (0..n)
             .map(|i| spawn(&shared, i))
             .collect::<std::io::Result<Vec<_>>>()?;
+        let replaced = RestartWindow::new(&shared.supervise);
         Ok(WorkerPool {
             shared,
             workers,
             abandoned: Vec::new(),
-            replaced: VecDeque::new(),
+            replaced,
             reported: false,
         })
     }
@@ -120,22 +121,12 @@ impl WorkerPool {
                 }
                 continue;
             }
-            let now = Instant::now();
-            self.replaced.push_back(now);
-            let window = Duration::from_secs(shared.supervise.restart_window_s);
-            while self
-                .replaced
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > window)
-            {
-                self.replaced.pop_front();
-            }
-            if self.replaced.len() > shared.supervise.max_restarts as usize {
+            if !self.replaced.allow(Instant::now()) {
                 let why = format!(
                     "inference hung {} times within {} s (limit {}); exiting so systemd restarts edgewatch",
-                    self.replaced.len(),
-                    window.as_secs(),
-                    shared.supervise.max_restarts
+                    self.replaced.recent(),
+                    self.replaced.window().as_secs(),
+                    self.replaced.max_restarts()
                 );
                 tracing::error!(stage = %name, "{why}");
                 shared.shutdown.fail(why);
@@ -306,7 +297,7 @@ enum Outcome {
 /// Runs `f`, catching a panic as its text.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|p| crate::supervise::panic_text(&*p))
+        .map_err(|p| crate::base::restart::panic_text(&*p))
 }
 
 /// Debug builds only, for tests/it/bad_input.rs and detect_cli.rs: a job
@@ -380,7 +371,7 @@ fn process_frame(
         Ok(d) => d,
         Err(text) => {
             metrics.frame_failed(&meta.source);
-            tracing::error!(source = %meta.source, frame_id = %meta.id, stage = "panic", "frame {}: edgewatch panicked on it ({}); the frame is dropped, the worker goes on with a fresh engine; this is a bug, please report it", meta.seq, crate::frame::one_line(&text));
+            tracing::error!(source = %meta.source, frame_id = %meta.id, stage = "panic", "frame {}: edgewatch panicked on it ({}); the frame is dropped, the worker goes on with a fresh engine; this is a bug, please report it", meta.seq, crate::base::text::one_line(&text));
             return Outcome::Panicked;
         }
     };
@@ -461,7 +452,7 @@ fn process_file(
             // The file goes to failed/ with the reason: re-queued, it would
             // panic again at every start, ahead of the good files.
             metrics.frame_failed(&job.meta.source);
-            let reason = crate::frame::one_line(&format!(
+            let reason = crate::base::text::one_line(&format!(
                 "edgewatch panicked while processing it ({text}); this is a bug, please report it with this file"
             ));
             let (source, frame_id) = (job.meta.source.clone(), job.meta.id.clone());
@@ -509,7 +500,7 @@ fn process_file(
         Err(e) => {
             metrics.frame_failed(&job.meta.source);
             let stage = e.stage();
-            let reason = crate::frame::one_line(&e.to_string());
+            let reason = crate::base::text::one_line(&e.to_string());
             let (source, frame_id) = (job.meta.source.clone(), job.meta.id.clone());
             match job.failed(stage, &reason) {
                 Ok(dest) => {

@@ -6,6 +6,8 @@
 
 use serde_json::json;
 
+use crate::base::topic::{discovery_topic, source_topic, status_topic, Leaf};
+
 /// A discovery id: Home Assistant allows `[a-zA-Z0-9_-]` in node and object ids.
 fn ident(s: &str) -> String {
     s.chars()
@@ -27,7 +29,7 @@ pub fn discovery(
     sources: &[String],
 ) -> Vec<(String, String)> {
     let node = format!("edgewatch_{}", ident(device));
-    let availability = crate::sink::payload::status_topic(topic_prefix, device);
+    let availability = status_topic(topic_prefix, device);
     let dev = json!({
         "identifiers": [node],
         "name": format!("edgewatch {device}"),
@@ -37,7 +39,7 @@ pub fn discovery(
     });
     let mut out = Vec::new();
     for source in sources {
-        let state = format!("{topic_prefix}/{device}/{source}/objects");
+        let state = source_topic(topic_prefix, device, source, &Leaf::Objects);
         let id = ident(source);
         let common = |name: String, unique: String| {
             json!({
@@ -60,7 +62,7 @@ pub fn discovery(
         present["payload_off"] = json!("OFF");
         present["device_class"] = json!("occupancy");
         out.push((
-            format!("{ha_prefix}/binary_sensor/{node}/{id}_present/config"),
+            discovery_topic(ha_prefix, "binary_sensor", &node, &format!("{id}_present")),
             present.to_string(),
         ));
         let mut count = common(
@@ -71,7 +73,7 @@ pub fn discovery(
         count["state_class"] = json!("measurement");
         count["unit_of_measurement"] = json!("objects");
         out.push((
-            format!("{ha_prefix}/sensor/{node}/{id}_count/config"),
+            discovery_topic(ha_prefix, "sensor", &node, &format!("{id}_count")),
             count.to_string(),
         ));
     }

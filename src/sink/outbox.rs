@@ -361,7 +361,7 @@ impl Outbox {
         body.extend_from_slice(topic.as_bytes());
         body.extend_from_slice(payload);
         let mut warned = false;
-        let mut pause = crate::supervise::Delay::new(Duration::from_millis(100), RETRY_MAX);
+        let mut pause = crate::base::backoff::Delay::new(Duration::from_millis(100), RETRY_MAX);
         // Space is checked again after every failed try: other appends may
         // have gone through while this one waited for the disk.
         let loc = loop {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::FrameMeta;
+use crate::base::frame::FrameMeta;
 use crate::infer::detector::{FrameResult, Timing};
 use crate::infer::model::ModelInfo;
 use crate::postprocess::Detection;
@@ -100,16 +100,6 @@ impl Message {
     }
 }
 
-/// `{prefix}/{device}/{source}/detections`.
-pub fn detections_topic(prefix: &str, device: &str, source: &str) -> String {
-    format!("{prefix}/{device}/{source}/detections")
-}
-
-/// `{prefix}/{device}/status`, retained `online` / `offline`.
-pub fn status_topic(prefix: &str, device: &str) -> String {
-    format!("{prefix}/{device}/status")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,17 +155,5 @@ mod tests {
         assert!((d["score"].as_f64().unwrap() - 0.935).abs() < 1e-6);
         assert_eq!(d["box"], serde_json::json!([1.0, 2.0, 9.0, 7.0]));
         assert_eq!(d["quad"][2], serde_json::json!([9.0, 7.0]));
-    }
-
-    #[test]
-    fn topics_follow_the_design() {
-        assert_eq!(
-            detections_topic("edgewatch", "nano-01", "cam0"),
-            "edgewatch/nano-01/cam0/detections"
-        );
-        assert_eq!(
-            status_topic("edgewatch", "nano-01"),
-            "edgewatch/nano-01/status"
-        );
     }
 }

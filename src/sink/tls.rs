@@ -69,7 +69,8 @@ pub fn client_config(cfg: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsProblem
             .with_root_certificates(roots);
     let config = match (cfg.client_cert, cfg.client_key) {
         (Some(cert), Some(key)) => {
-            crate::secrets::refuse_world_readable(key).map_err(|e| ("client_key", e))?;
+            crate::base::secrets::refuse_world_readable(key)
+                .map_err(|e| ("client_key", e.to_string()))?;
             let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
                 (
                     "client_key",

@@ -5,7 +5,6 @@
 //! `tests/it/camera_replay.rs`; the ioctls themselves need a device.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -126,9 +125,6 @@ fn d_frame_timeout() -> u64 {
 fn d_reconnect_max() -> u64 {
     10
 }
-
-/// First reconnect delay; doubled up to `reconnect_max_s`.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
 
 impl CameraConfig {
     pub(crate) fn resolve_paths(&mut self, _resolve: &dyn Fn(&mut PathBuf)) {

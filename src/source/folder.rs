@@ -2,7 +2,7 @@
 //! failed` by rename, so every file is in exactly one place and a crash never
 //! loses one: files left in `.processing` are re-queued at start-up.
 
-use crate::shutdown::Shutdown;
+use crate::base::shutdown::Shutdown;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,7 +13,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 
 use super::Job;
-use crate::frame::FrameMeta;
+use crate::base::frame::FrameMeta;
 
 /// `[[source]] kind = "folder"`.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -317,7 +317,7 @@ pub struct FolderSource {
     stop: Shutdown,
     seq: u64,
     next_scan: Instant,
-    heartbeat: Option<Arc<crate::supervise::Stage>>,
+    heartbeat: Option<Arc<crate::base::heartbeats::Stage>>,
     /// Names waiting in the inbox because a file of that name is queued.
     waiting: std::collections::HashSet<std::ffi::OsString>,
     /// Entries that are not regular files, logged once each.
@@ -363,7 +363,7 @@ impl FolderSource {
     }
 
     /// Beats `stage` while the source runs or waits for inference.
-    pub fn with_heartbeat(mut self, stage: Arc<crate::supervise::Stage>) -> Self {
+    pub fn with_heartbeat(mut self, stage: Arc<crate::base::heartbeats::Stage>) -> Self {
         self.heartbeat = Some(stage);
         self
     }
@@ -607,7 +607,7 @@ fn is_complete_file_event(kind: &EventKind) -> bool {
 /// Same file (name, size, modification time) → same id, across restarts
 /// (and the same id `edgewatch detect` gives that file).
 pub fn stable_id(source: &str, original: &Path, size: u64, mtime: SystemTime) -> String {
-    crate::frame::frame_id(
+    crate::base::frame::frame_id(
         source,
         &[
             original.file_name().unwrap_or_default().as_encoded_bytes(),

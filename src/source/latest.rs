@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
-use crate::frame::FrameMeta;
+use crate::base::frame::FrameMeta;
 use crate::infer::tile_reuse::TileReuse;
 
 /// A fixed number of RGB8 frame buffers, handed out and taken back.

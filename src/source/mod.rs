@@ -28,6 +28,44 @@ use rtsp::RtspConfig;
 /// frame being converted.
 pub const STREAM_SPARE_FRAMES: u64 = 2;
 
+/// What a `[[source]]` table builds: how its frames reach the workers.
+pub enum Built {
+    /// A watched folder: each file is one job, straight to the workers.
+    Folder(FolderConfig),
+    /// A stream (camera, RTSP, replay): opened, read and reopened by
+    /// [`stream::run`], its newest frame in a slot.
+    Stream(Box<StreamPlan>),
+}
+
+/// A stream source, ready to run: what opens it and how it is paced.
+pub struct StreamPlan {
+    /// Opens the device, the RTSP reader or the file, again after a failure.
+    pub opener: Box<dyn stream::Open>,
+    /// Pace, reconnect delays, size cap and motion gate.
+    pub settings: stream::StreamSettings,
+    /// How its detections become events.
+    pub scene: crate::events::config::SceneConfig,
+    /// With no frame inferred for this long, its objects end.
+    pub silent_after: std::time::Duration,
+}
+
+/// Why a source could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// This binary lacks the cargo feature the source kind needs.
+    #[error("source {name}: this edgewatch was built without {what} (cargo feature `{feature}`); rebuild with it{hint}")]
+    NotBuiltIn {
+        /// The source's name.
+        name: String,
+        /// What is missing, in words.
+        what: &'static str,
+        /// The cargo feature.
+        feature: &'static str,
+        /// What else to do.
+        hint: &'static str,
+    },
+}
+
 /// Work for the inference workers.
 pub enum Job {
     /// A claimed file: done or failed, it moves on.
@@ -51,6 +89,101 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// Builds what runs this source: a folder as it is, a stream with its
+    /// opener and settings. `max_pixels` is the largest frame the memory
+    /// plan admits. A camera missing at start-up is not an error here: it
+    /// is retried until it is plugged in.
+    pub fn build(&self, max_pixels: u64) -> Result<Built, BuildError> {
+        let settings = |fps: Option<f64>, every_nth: u32, reconnect_max: std::time::Duration| {
+            stream::StreamSettings {
+                name: self.name().to_string(),
+                fps,
+                every_nth,
+                reconnect_min: stream::RECONNECT_MIN,
+                reconnect_max,
+                max_pixels,
+                motion: self.motion_settings(),
+            }
+        };
+        let secs = std::time::Duration::from_secs;
+        match self {
+            SourceConfig::Folder(f) => Ok(Built::Folder(f.clone())),
+            SourceConfig::Camera(c) => {
+                #[cfg(feature = "camera")]
+                {
+                    Ok(Built::Stream(Box::new(StreamPlan {
+                        opener: Box::new(camera::V4l2Opener::new(c)),
+                        settings: settings(c.fps, c.every_nth, secs(c.reconnect_max_s)),
+                        scene: c.stream.scene(),
+                        silent_after: self.silent_after(),
+                    })))
+                }
+                #[cfg(not(feature = "camera"))]
+                {
+                    let _ = (c, settings, secs);
+                    Err(BuildError::NotBuiltIn {
+                        name: self.name().to_string(),
+                        what: "camera support",
+                        feature: "camera",
+                        hint: ", or use a replay source",
+                    })
+                }
+            }
+            SourceConfig::Rtsp(r) => {
+                #[cfg(feature = "rtsp")]
+                {
+                    let mut settings = settings(r.fps, r.every_nth, secs(r.reconnect_max_s));
+                    settings.max_pixels = (r.width as u64 * r.height as u64).min(max_pixels);
+                    // `/proc/self/exe` still runs this build after a package
+                    // upgrade has replaced the file on disk.
+                    let opener = rtsp_child::ChildOpener::new(r, PathBuf::from("/proc/self/exe"));
+                    Ok(Built::Stream(Box::new(StreamPlan {
+                        opener: Box::new(opener),
+                        settings,
+                        scene: r.stream.scene(),
+                        silent_after: self.silent_after(),
+                    })))
+                }
+                #[cfg(not(feature = "rtsp"))]
+                {
+                    let _ = (r, settings, secs);
+                    Err(BuildError::NotBuiltIn {
+                        name: self.name().to_string(),
+                        what: "RTSP support",
+                        feature: "rtsp",
+                        hint: "",
+                    })
+                }
+            }
+            SourceConfig::Replay(r) => Ok(Built::Stream(Box::new(StreamPlan {
+                opener: Box::new(replay::ReplayOpener::new(r)),
+                settings: settings(r.fps, r.every_nth, secs(10)),
+                scene: r.stream.scene(),
+                silent_after: self.silent_after(),
+            }))),
+        }
+    }
+
+    /// With no frame inferred for this long, a stream is taken as gone and
+    /// its objects end: its refresh, its frame interval and the end delay,
+    /// with `events.silent_grace_s` of room for a stalled camera.
+    pub fn silent_after(&self) -> std::time::Duration {
+        let (end_after, grace) = self.scene().map_or((0.0, 10.0), |s| {
+            (s.events.end_after_s, s.events.silent_grace_s)
+        });
+        let refresh = self
+            .motion_settings()
+            .map_or(0.0, |m| m.refresh.as_secs_f64());
+        let fps = match self {
+            SourceConfig::Folder(_) => None,
+            SourceConfig::Camera(c) => c.fps,
+            SourceConfig::Replay(r) => r.fps,
+            SourceConfig::Rtsp(r) => r.fps,
+        };
+        let interval = fps.map_or(0.0, |f| 1.0 / f);
+        std::time::Duration::from_secs_f64(end_after + refresh + interval + grace)
+    }
+
     /// Source name (topic segment).
     pub fn name(&self) -> &str {
         match self {
@@ -151,7 +284,9 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
     let mut dirs: Vec<(PathBuf, String)> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         let key = |k: &str| format!("source[{i}].{k}");
-        if let Err(reason) = crate::topic::check_segment(source.name()) {
+        if let Err(reason) =
+            crate::base::topic::check_segment(source.name()).map_err(|e| e.to_string())
+        {
             out.push((key("name"), reason));
         } else if !names.insert(source.name().to_string()) {
             out.push((

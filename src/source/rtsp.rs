@@ -7,7 +7,6 @@
 //! refused with what to change on the camera.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -159,7 +158,9 @@ impl RtspConfig {
     /// The password, from `password_file` or `password_env`.
     pub fn password(&self) -> Result<Option<String>, String> {
         if let Some(path) = &self.password_file {
-            return crate::secrets::read_secret(path).map(Some);
+            return crate::base::secrets::read_secret(path)
+                .map(Some)
+                .map_err(|e| e.to_string());
         }
         match &self.password_env {
             Some(var) => std::env::var(var)
@@ -179,9 +180,6 @@ impl RtspConfig {
         6 * px * 3 / 2 + 3 * px + (4 << 20)
     }
 }
-
-/// First reconnect delay; doubled up to `reconnect_max_s`.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
 
 #[cfg(feature = "rtsp")]
 pub use client::RtspOpener;
@@ -232,7 +230,7 @@ mod client {
     /// Retina's errors carry the whole exchange; the first line says what.
     fn why(e: retina::Error) -> String {
         let text = e.to_string();
-        let mut first = crate::frame::one_line(&text);
+        let mut first = crate::base::text::one_line(&text);
         // Retina appends the connection's ports and times, which differ on
         // every attempt, and a hex dump of what it had buffered, which no
         // operator can act on: cut both, so one failure reads the same each
@@ -441,7 +439,7 @@ mod client {
                             tracing::warn!(
                                 "{}: cannot decode an H.264 frame ({}); {} so far, waiting for the next key frame",
                                 self.what,
-                                crate::frame::one_line(&e.to_string()),
+                                crate::base::text::one_line(&e.to_string()),
                                 self.decode_errors
                             );
                         }

@@ -11,9 +11,9 @@ use crossbeam_channel::{Sender, TrySendError};
 use super::latest::{CapturedFrame, FramePool, LatestFrame, Pacer};
 use super::pixels::{Converter, PixelFormat};
 use super::Job;
-use crate::frame::FrameMeta;
-use crate::shutdown::Shutdown;
-use crate::supervise::Stage;
+use crate::base::frame::FrameMeta;
+use crate::base::heartbeats::Stage;
+use crate::base::shutdown::Shutdown;
 
 /// What a device granted: it may differ from what was asked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,6 +97,10 @@ pub trait Open: Send {
     fn open(&mut self) -> Result<Box<dyn Capture>, CaptureError>;
 }
 
+/// First reconnect delay of every stream source; doubled up to its
+/// `reconnect_max_s`.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
+
 /// How a stream runs, from its source's config.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
@@ -149,7 +153,8 @@ pub fn run(
     };
     let mut converter = Converter::new();
     let mut pacer = Pacer::new(settings.fps);
-    let mut backoff = crate::supervise::Delay::new(settings.reconnect_min, settings.reconnect_max);
+    let mut backoff =
+        crate::base::backoff::Delay::new(settings.reconnect_min, settings.reconnect_max);
     let mut seq = 0u64;
     let mut delivered = 0u64;
     let mut lost_since: Option<(Instant, String)> = None;
@@ -284,7 +289,7 @@ pub fn run(
                 meta: FrameMeta {
                     source: name.clone(),
                     seq,
-                    id: crate::frame::frame_id(
+                    id: crate::base::frame::frame_id(
                         name,
                         &[name.as_bytes(), &seq.to_le_bytes()],
                         captured_at,

@@ -6,8 +6,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::metrics::{resident_bytes, Metrics};
+use crate::base::heartbeats::Heartbeats;
 use crate::sink::mqtt::MqttSink;
-use crate::supervise::Heartbeats;
 
 /// What the endpoint reads from the running daemon.
 pub struct Probe {
@@ -81,7 +81,7 @@ fn wants_openmetrics(req: &tiny_http::Request) -> bool {
 pub fn serve(
     listen: &str,
     probe: Probe,
-    stop: crate::shutdown::Shutdown,
+    stop: crate::base::shutdown::Shutdown,
 ) -> Result<JoinHandle<()>, String> {
     let server = tiny_http::Server::http(listen).map_err(|e| {
         format!("telemetry.listen: cannot listen on {listen} ({e}); pick a free port")

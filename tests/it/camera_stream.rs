@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver};
-use edgewatch::shutdown::Shutdown;
+use edgewatch::base::shutdown::Shutdown;
 use edgewatch::source::latest::{FramePool, LatestFrame};
 use edgewatch::source::pixels::PixelFormat;
 use edgewatch::source::record::encode_frame;

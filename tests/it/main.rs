@@ -19,6 +19,7 @@ mod docs_contract;
 mod events;
 mod families;
 mod journald;
+mod layout;
 mod memory_budget;
 mod onnxruntime;
 mod power_cut;

@@ -16,7 +16,7 @@ use edgewatch::infer::model::LoadedModel;
 use edgewatch::infer::onnxruntime::{engine, OrtModel};
 use edgewatch::infer::tiling::{TilingConfig, TilingMode};
 use edgewatch::infer::{Engine, EngineFactory, TensorBatch};
-use edgewatch::setup::detector_settings;
+use edgewatch::runtime::inference::detector_settings;
 
 /// The library `engines/fetch-onnxruntime.sh` installs beside the model.
 fn library() -> PathBuf {

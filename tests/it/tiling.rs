@@ -8,7 +8,7 @@ use edgewatch::config::{Config, Purpose};
 use edgewatch::infer::detector::Detector;
 use edgewatch::infer::model::LoadedModel;
 use edgewatch::infer::tiling::{TilePlan, TilingConfig, TilingMode};
-use edgewatch::setup::detector_settings;
+use edgewatch::runtime::inference::detector_settings;
 
 fn detector(tiling: TilingConfig) -> Detector {
     let toml = format!("[model]\npath = {:?}\nworkers = 1\n", common::model_path());

@@ -136,7 +136,9 @@ impl MqttConfig {
                 ),
             ));
         }
-        if let Err(why) = crate::topic::check_segment(&self.homeassistant_prefix) {
+        if let Err(why) =
+            crate::base::topic::check_segment(&self.homeassistant_prefix).map_err(|e| e.to_string())
+        {
             out.push(("homeassistant_prefix", why));
         }
         if self.qos > 1 {
@@ -197,7 +199,9 @@ impl MqttConfig {
         let Some(path) = &self.password_file else {
             return Ok(std::env::var("EDGEWATCH_MQTT_PASSWORD").ok());
         };
-        crate::secrets::read_secret(path).map(Some)
+        crate::base::secrets::read_secret(path)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// Host and port from `url`.

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::config::MqttConfig;
 use super::session::{Announcements, Publisher, SessionSettings, SinkStats};
-use crate::shutdown::Shutdown;
+use crate::base::shutdown::Shutdown;
+use crate::base::topic::{source_topic, Leaf};
 use crate::sink::outbox::{Outbox, OutboxError, WriteTrouble};
-use crate::sink::payload::{detections_topic, Message};
+use crate::sink::payload::Message;
 
 /// Errors from the sink.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,7 @@ impl MqttSink {
     pub fn start(
         cfg: &MqttConfig,
         device: &str,
-        heartbeat: Option<Arc<crate::supervise::Stage>>,
+        heartbeat: Option<Arc<crate::base::heartbeats::Stage>>,
     ) -> Result<MqttSink, SinkStartError> {
         let (outbox, recovery) = Outbox::open(&cfg.outbox, (cfg.outbox_max_mb * 1048576.0) as u64)?;
         if recovery.pending > 0 || recovery.truncated_bytes > 0 || recovery.damaged_records > 0 {
@@ -124,7 +125,7 @@ impl MqttSink {
     pub fn publish(&self, msg: &Message, keep_waiting: impl Fn() -> bool) -> Result<(), SinkError> {
         let topic = {
             let prefix = self.prefix.read().unwrap_or_else(|p| p.into_inner());
-            detections_topic(&prefix, &self.device, &msg.source)
+            source_topic(&prefix, &self.device, &msg.source, &Leaf::Detections)
         };
         self.outbox
             .append(&topic, msg.to_json().as_bytes(), keep_waiting)?;
@@ -137,14 +138,14 @@ impl MqttSink {
     pub fn publish_to(
         &self,
         source: &str,
-        leaf: &str,
+        leaf: &Leaf,
         payload: &[u8],
         retain: bool,
         keep_waiting: impl Fn() -> bool,
     ) -> Result<(), SinkError> {
         let topic = {
             let prefix = self.prefix.read().unwrap_or_else(|p| p.into_inner());
-            format!("{prefix}/{}/{source}/{leaf}", self.device)
+            source_topic(&prefix, &self.device, source, leaf)
         };
         self.outbox
             .append_with(&topic, payload, retain, keep_waiting)?;

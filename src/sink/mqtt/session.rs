@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 
 use super::config::MqttConfig;
-use crate::shutdown::Shutdown;
+use crate::base::backoff::{jitter, Delay};
+use crate::base::shutdown::Shutdown;
+use crate::base::topic::status_topic;
 use crate::sink::outbox::Outbox;
-use crate::sink::payload::status_topic;
-use crate::supervise::{jitter, Delay};
 
 /// Counters shared with the publisher thread.
 #[derive(Debug, Default)]
@@ -88,7 +88,7 @@ pub(super) struct Publisher {
     pub(super) outbox: Arc<Outbox>,
     pub(super) stats: Arc<SinkStats>,
     pub(super) stopping: Shutdown,
-    pub(super) heartbeat: Option<Arc<crate::supervise::Stage>>,
+    pub(super) heartbeat: Option<Arc<crate::base::heartbeats::Stage>>,
     pub(super) announcements: Arc<std::sync::Mutex<Announcements>>,
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use edgewatch::frame::FrameMeta;
+use edgewatch::base::frame::FrameMeta;
 use edgewatch::infer::detector::{FrameResult, Timing};
 use edgewatch::infer::model::ModelInfo;
 use edgewatch::postprocess::Detection;

@@ -1,0 +1,168 @@
+//! The map cannot drift: CONTRIBUTING.md's layout names every folder of
+//! `src/` and every file in it, names nothing that is gone, and `src/`
+//! itself holds only `lib.rs`, `main.rs`, `config.rs` and folders; `lib.rs`
+//! draws every top folder in its layers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Layout block's entries: a path at the start of a line, then its
+/// text up to the next entry.
+fn entries(contributing: &str) -> BTreeMap<String, String> {
+    let start = contributing
+        .find("## Layout")
+        .expect("CONTRIBUTING.md has a ## Layout section");
+    let block = &contributing[start..];
+    let open = block.find("```\n").expect("the layout is a code block") + 4;
+    let close = open + block[open..].find("```").expect("the code block ends");
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in block[open..close].lines() {
+        if line.starts_with(' ') {
+            if let Some(c) = &current {
+                out.entry(c.clone()).and_modify(|t: &mut String| {
+                    t.push(' ');
+                    t.push_str(line.trim());
+                });
+            }
+            continue;
+        }
+        let mut parts = line.splitn(2, char::is_whitespace);
+        let path = parts.next().unwrap_or("").to_string();
+        if path.is_empty() {
+            continue;
+        }
+        out.insert(path.clone(), parts.next().unwrap_or("").trim().to_string());
+        current = Some(path);
+    }
+    out
+}
+
+fn names_in(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            dirs.push(name);
+        } else {
+            files.push(name);
+        }
+    }
+    files.sort();
+    dirs.sort();
+    (files, dirs)
+}
+
+/// Problems with `map` against the tree under `src` (relative to `root`).
+fn drift(root: &Path, map: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (root_files, _) = names_in(&root.join("src"));
+    for f in &root_files {
+        if !["lib.rs", "main.rs", "config.rs"].contains(&f.as_str()) {
+            problems.push(format!(
+                "src/{f}: src/ holds only lib.rs, main.rs, config.rs and folders; move it into one"
+            ));
+        }
+        if !map.contains_key(&format!("src/{f}")) {
+            problems.push(format!("src/{f} is not in CONTRIBUTING.md's layout"));
+        }
+    }
+    let mut stack = vec![PathBuf::from("src")];
+    while let Some(rel) = stack.pop() {
+        let (files, dirs) = names_in(&root.join(&rel));
+        for d in dirs {
+            let sub = rel.join(&d);
+            let key = format!("{}/", sub.display());
+            match map.get(&key) {
+                None => problems.push(format!("{key} is not in CONTRIBUTING.md's layout")),
+                Some(text) => {
+                    let (inner, _) = names_in(&root.join(&sub));
+                    for f in inner.iter().filter(|f| f.as_str() != "mod.rs") {
+                        let named = text
+                            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                            .any(|w| w == f);
+                        if !named {
+                            problems.push(format!("{key}{f} is not named in its folder's entry"));
+                        }
+                    }
+                    for w in text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')) {
+                        let looks_like_file = [".rs", ".cpp", ".h"].iter().any(|x| w.ends_with(x));
+                        if looks_like_file && !inner.iter().any(|f| f == w) {
+                            problems.push(format!("{key} names {w}, which is not there"));
+                        }
+                    }
+                }
+            }
+            stack.push(sub);
+        }
+        let _ = files;
+    }
+    for key in map.keys().filter(|k| k.starts_with("src/")) {
+        if !root.join(key).exists() {
+            problems.push(format!("{key} is in the layout but not in the tree"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn contributing_names_every_folder_and_file_of_src_and_nothing_that_is_gone() {
+    let text = std::fs::read_to_string(root().join("CONTRIBUTING.md")).unwrap();
+    let problems = drift(&root(), &entries(&text));
+    assert!(
+        problems.is_empty(),
+        "the map has drifted:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_layout_check_finds_a_new_file_a_new_folder_and_a_stale_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("base")).unwrap();
+    std::fs::write(src.join("lib.rs"), "").unwrap();
+    std::fs::write(src.join("base/shutdown.rs"), "").unwrap();
+    let map = entries(
+        "## Layout\n\n```\nsrc/lib.rs   the map\nsrc/base/    shutdown.rs,\n              gone.rs\n```\n",
+    );
+    let found = drift(tmp.path(), &map);
+    assert_eq!(
+        found,
+        vec!["src/base/ names gone.rs, which is not there".to_string()]
+    );
+    std::fs::write(src.join("base/new.rs"), "").unwrap();
+    std::fs::create_dir_all(src.join("extra")).unwrap();
+    std::fs::write(src.join("setup.rs"), "").unwrap();
+    let found = drift(tmp.path(), &map).join("\n");
+    for want in [
+        "src/base/new.rs is not named",
+        "src/extra/ is not in",
+        "src/setup.rs: src/ holds only",
+        "src/setup.rs is not in",
+    ] {
+        assert!(found.contains(want), "{want:?} missing from:\n{found}");
+    }
+}
+
+#[test]
+fn lib_rs_draws_every_top_folder_in_its_layers() {
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).unwrap();
+    let doc: String = lib
+        .lines()
+        .filter(|l| l.starts_with("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (_, dirs) = names_in(&root().join("src"));
+    for d in dirs {
+        assert!(
+            doc.contains(&format!("{d}/")),
+            "src/lib.rs's map does not draw {d}/"
+        );
+    }
+}
