@@ -16,7 +16,7 @@
 //! # The layers: a module uses only what lies below it
 //!
 //! ```text
-//! cli/ (in the binary: one file per command)
+//! cli/          the commands, one file each (main.rs only calls cli::main)
 //! runtime/      daemon, running sources, workers, reload, inference set-up,
 //!               supervision, TensorRT start-up, the allocator
 //! config.rs     the whole file: every section, checked together
@@ -36,6 +36,7 @@
 //! and file here.
 
 pub mod base;
+pub mod cli;
 pub mod config;
 pub mod events;
 pub mod infer;

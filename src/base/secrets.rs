@@ -21,6 +21,20 @@ pub enum SecretError {
     },
 }
 
+/// A password from a file or an environment variable that cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// The file cannot be used.
+    #[error(transparent)]
+    File(#[from] SecretError),
+    /// The variable named is not set.
+    #[error("environment variable {var} (password_env) is not set")]
+    EnvUnset {
+        /// The variable.
+        var: String,
+    },
+}
+
 /// Secrets (passwords, private keys) readable by every user are refused.
 pub fn refuse_world_readable(path: &Path) -> Result<(), SecretError> {
     use std::os::unix::fs::PermissionsExt;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use edgewatch::config::Purpose;
+use crate::config::Purpose;
 
 use super::{load, EXIT_CONFIG};
 
@@ -13,7 +13,7 @@ pub fn build_engine(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if config.model.backend != edgewatch::infer::Backend::Tensorrt {
+    if config.model.backend != crate::infer::Backend::Tensorrt {
         eprintln!(
             "edgewatch: {}: model.backend is \"{}\"; set model.backend = \"tensorrt\" to build an engine",
             path.display(),
@@ -23,7 +23,7 @@ pub fn build_engine(path: &Path) -> ExitCode {
     }
     #[cfg(feature = "tensorrt")]
     {
-        match edgewatch::runtime::tensorrt::build_engine(&config) {
+        match crate::runtime::tensorrt::build_engine(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edgewatch: {e:#}");

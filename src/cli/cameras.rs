@@ -5,7 +5,7 @@ use std::process::ExitCode;
 #[cfg(feature = "camera")]
 /// Lists cameras with their stable paths, formats, sizes and rates.
 pub fn cameras() -> ExitCode {
-    print!("{}", edgewatch::source::camera::list());
+    print!("{}", crate::source::camera::list());
     ExitCode::SUCCESS
 }
 

@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use edgewatch::config::Purpose;
-use edgewatch::infer::detector::Detector;
-use edgewatch::runtime::inference as setup;
+use crate::config::Purpose;
+use crate::infer::detector::Detector;
+use crate::runtime::inference as setup;
 
 use super::{load, model_path_place, start_error, EXIT_CONFIG};
 
@@ -51,7 +51,7 @@ pub fn check_config(path: &Path, detect_only: bool) -> ExitCode {
             .join(", "),
         model.label_origin,
         match model.head {
-            edgewatch::infer::model::Head::Db => "dynamic".to_string(),
+            crate::infer::model::Head::Db => "dynamic".to_string(),
             _ => format!("{}x{}", model.input.0, model.input.1),
         }
     );
@@ -65,7 +65,7 @@ pub fn check_config(path: &Path, detect_only: bool) -> ExitCode {
             eprintln!(
                 "config error: {}: key `model.path`: {}",
                 model_path_place(path),
-                edgewatch::base::text::one_line(&e.to_string())
+                crate::base::text::one_line(&e.to_string())
             );
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -77,7 +77,7 @@ pub fn check_config(path: &Path, detect_only: bool) -> ExitCode {
         eprintln!(
             "config error: {}: key `model.path`: one frame did not run: {}",
             model_path_place(path),
-            edgewatch::base::text::one_line(&e.to_string())
+            crate::base::text::one_line(&e.to_string())
         );
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -100,7 +100,7 @@ pub fn check_config(path: &Path, detect_only: bool) -> ExitCode {
         c.sources.len(),
         c.mqtt
             .as_ref()
-            .map(|m| format!(", broker {}", edgewatch::sink::mqtt::redacted(&m.url)))
+            .map(|m| format!(", broker {}", crate::sink::mqtt::redacted(&m.url)))
             .unwrap_or_default()
     );
     ExitCode::SUCCESS
@@ -110,7 +110,7 @@ pub fn check_config(path: &Path, detect_only: bool) -> ExitCode {
 /// (JPEG, PNG, TIFF), so its text must be taller to survive.
 fn scaling_note(max_pixels: u64, min_text_px: f32) -> String {
     let a4_400dpi = 3307u64 * 4677;
-    let f = edgewatch::infer::scaled_decode::shrink_factor(3307, 4677, max_pixels);
+    let f = crate::infer::scaled_decode::shrink_factor(3307, 4677, max_pixels);
     format!(
         "frames over {:.1} MP are decoded scaled down (JPEG by 1/2, 1/4 or 1/8; PNG and TIFF by a whole factor){}",
         max_pixels as f64 / 1e6,

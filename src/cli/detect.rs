@@ -7,17 +7,22 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use edgewatch::base::frame::FrameMeta;
-use edgewatch::config::Purpose;
-use edgewatch::infer::detector::Detector;
-use edgewatch::runtime::inference as setup;
-use edgewatch::sink::payload::Message;
+use crate::base::frame::FrameMeta;
+use crate::config::Purpose;
+use crate::infer::detector::Detector;
+use crate::runtime::inference as setup;
+use crate::sink::payload::Message;
 
 use super::{load, start_error, EXIT_CONFIG};
 
 /// Detects on `images` with the config at `path`; `print_plan` shows the
 /// memory plan first.
-pub fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
+pub fn detect(
+    path: &Path,
+    images: &[PathBuf],
+    print_plan: bool,
+    seams: crate::runtime::seams::Seams,
+) -> ExitCode {
     let config = match load(path, Purpose::Detect) {
         Ok(c) => c,
         Err(code) => return code,
@@ -40,10 +45,11 @@ pub fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let (model, plan) = match setup::load_model(&config) {
+    let (mut model, plan) = match setup::load_model(&config) {
         Ok(m) => m,
         Err(e) => return start_error(path, &e),
     };
+    model.engines = seams.engines(model.engines);
     let workers = plan.workers;
     let settings = match setup::detector_settings(&config, plan.max_pixels, &model) {
         Ok(s) => s,
@@ -75,7 +81,6 @@ pub fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
                 // a non-zero exit, and every other image still gets its
                 // message. The engine may be mid-run: a fresh one follows.
                 let detected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    edgewatch::runtime::workers::injected_panic(Some(image));
                     detector.detect_file(image)
                 }));
                 let detected = match detected {
@@ -107,7 +112,7 @@ pub fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
                             seq: i as u64 + 1,
                             // As a folder source names it: the same file
                             // gets the same id on every run.
-                            id: edgewatch::source::folder::stable_id("cli", image, size, captured_at),
+                            id: crate::source::folder::stable_id("cli", image, size, captured_at),
                             captured_at,
                             path: Some(image.clone()),
                         };
@@ -116,7 +121,7 @@ pub fn detect(path: &Path, images: &[PathBuf], print_plan: bool) -> ExitCode {
                     .map_err(|e| {
                         format!(
                             "{} (stage {})",
-                            edgewatch::base::text::one_line(&e.to_string()),
+                            crate::base::text::one_line(&e.to_string()),
                             e.stage()
                         )
                     });
@@ -167,7 +172,7 @@ thread_local! {
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|info| {
         // "panicked at FILE:LINE:COL:\nmessage" on one line.
-        let text = edgewatch::base::text::one_line(&info.to_string().replacen(":\n", ": ", 1));
+        let text = crate::base::text::one_line(&info.to_string().replacen(":\n", ": ", 1));
         LAST_PANIC.with(|l| *l.borrow_mut() = text);
     }));
 }

@@ -35,8 +35,8 @@ pub struct RecordArgs {
 
 /// Records a replay file from a camera or from still images.
 pub fn record(args: RecordArgs) -> ExitCode {
-    use edgewatch::source::camera::FormatChoice;
-    use edgewatch::source::pixels::PixelFormat;
+    use crate::source::camera::FormatChoice;
+    use crate::source::pixels::PixelFormat;
     let choice: FormatChoice = match args.format.parse() {
         Ok(c) => c,
         Err(e) => {
@@ -52,7 +52,7 @@ pub fn record(args: RecordArgs) -> ExitCode {
             FormatChoice::Rgb3 => PixelFormat::Rgb3,
         };
         let fps = args.fps.unwrap_or(1.0);
-        return match edgewatch::source::record::from_images(&args.images, format, fps, &args.out) {
+        return match crate::source::record::from_images(&args.images, format, fps, &args.out) {
             Ok((w, h)) => {
                 eprintln!(
                     "wrote {}: {} frame(s), {format} {w}x{h}, {fps} fps",
@@ -71,8 +71,8 @@ pub fn record(args: RecordArgs) -> ExitCode {
 }
 
 #[cfg(feature = "camera")]
-fn record_device(args: RecordArgs, format: edgewatch::source::camera::FormatChoice) -> ExitCode {
-    let cfg = edgewatch::source::camera::CameraConfig {
+fn record_device(args: RecordArgs, format: crate::source::camera::FormatChoice) -> ExitCode {
+    let cfg = crate::source::camera::CameraConfig {
         name: "record".into(),
         device: args
             .device
@@ -85,10 +85,10 @@ fn record_device(args: RecordArgs, format: edgewatch::source::camera::FormatChoi
         buffers: 4,
         frame_timeout_s: 5,
         reconnect_max_s: 10,
-        stream: edgewatch::source::stream_keys::StreamKeys::default(),
+        stream: crate::source::stream_keys::StreamKeys::default(),
     };
-    let mut opener = edgewatch::source::camera::V4l2Opener::new(&cfg);
-    match edgewatch::source::record::from_device(&mut opener, args.frames, &args.out) {
+    let mut opener = crate::source::camera::V4l2Opener::new(&cfg);
+    match crate::source::record::from_device(&mut opener, args.frames, &args.out) {
         Ok(granted) => {
             eprintln!(
                 "wrote {}: {} frame(s), {granted}",
@@ -105,7 +105,7 @@ fn record_device(args: RecordArgs, format: edgewatch::source::camera::FormatChoi
 }
 
 #[cfg(not(feature = "camera"))]
-fn record_device(_: RecordArgs, _: edgewatch::source::camera::FormatChoice) -> ExitCode {
+fn record_device(_: RecordArgs, _: crate::source::camera::FormatChoice) -> ExitCode {
     eprintln!(
         "edgewatch: built without camera support (cargo feature `camera`); only --images works"
     );

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 #[cfg(feature = "rtsp")]
 /// Serves one reader on stdin and stdout (source/rtsp_child.rs).
 pub fn rtsp_reader() -> ExitCode {
-    ExitCode::from(edgewatch::source::rtsp_child::serve() as u8)
+    ExitCode::from(crate::source::rtsp_child::serve() as u8)
 }
 
 #[cfg(not(feature = "rtsp"))]

@@ -5,13 +5,13 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use edgewatch::config::Purpose;
-use edgewatch::runtime::daemon;
+use crate::config::Purpose;
+use crate::runtime::daemon;
 
 use super::{exit_code, load};
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads.
-pub fn run(path: &Path) -> ExitCode {
+pub fn run(path: &Path, seams: crate::runtime::seams::Seams) -> ExitCode {
     let config = match load(path, Purpose::Run) {
         Ok(c) => c,
         Err(code) => return code,
@@ -32,7 +32,7 @@ pub fn run(path: &Path) -> ExitCode {
         eprintln!("edgewatch: cannot install the SIGHUP handler: {e}");
         return ExitCode::FAILURE;
     }
-    match daemon::run(path, config, stop, reload) {
+    match daemon::run(path, config, stop, reload, seams) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

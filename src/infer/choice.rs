@@ -26,7 +26,7 @@ pub fn resolve(model: &mut ModelConfig) -> Option<String> {
             if lib.is_file() {
                 Ok(lib)
             } else {
-                Err(format!("{} is not a file", lib.display()))
+                Err(onnxruntime::library::OrtError::NotAFile { path: lib })
             }
         });
     Some(match located {
@@ -49,8 +49,13 @@ pub fn resolve(model: &mut ModelConfig) -> Option<String> {
 
 /// `locate`'s error without its how-to tail, which the log line has no
 /// room for (docs/onnxruntime.md says it).
-fn short_ort_reason(why: &str) -> String {
-    let first = why.split(" (looked in").next().unwrap_or(why);
+fn short_ort_reason(why: &onnxruntime::library::OrtError) -> String {
+    let first = match why {
+        onnxruntime::library::OrtError::NotFound { .. } => {
+            format!("no {} found", onnxruntime::library::FILE)
+        }
+        other => other.to_string(),
+    };
     format!("{first}: run engines/fetch-onnxruntime.sh or install the package's library")
 }
 

@@ -221,14 +221,6 @@ impl Detector {
         start: Instant,
         reuse: Option<&mut TileReuse>,
     ) -> Result<FrameResult, FrameError> {
-        // Test-only hang, compiled into debug builds only: release binaries,
-        // and so every production config, cannot turn it on.
-        #[cfg(debug_assertions)]
-        if std::env::var_os("EDGEWATCH_TEST_HANG_INFER").is_some() {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        }
         let mut timing = Timing {
             decode: ms(start, Instant::now()),
             ..Timing::default()
@@ -259,7 +251,7 @@ impl Detector {
                         &s.allowed,
                         (frame_w, frame_h),
                     )
-                    .map_err(FrameError::Output)?;
+                    .map_err(|e| FrameError::Output(e.to_string()))?;
                 timing.add(t0, t1, t2, Instant::now());
                 dets
             }
@@ -319,7 +311,7 @@ impl Detector {
                     &s.allowed,
                     &place,
                 )
-                .map_err(FrameError::Output)?;
+                .map_err(|e| FrameError::Output(e.to_string()))?;
             dets.extend(found);
             timing.add(t0, t1, t2, Instant::now());
         }

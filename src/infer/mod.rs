@@ -11,6 +11,7 @@ pub mod model;
 pub mod onnxruntime;
 pub mod preprocess;
 pub mod scaled_decode;
+pub mod shapes;
 pub mod tensorrt;
 pub mod tile_reuse;
 pub mod tiling;

@@ -88,8 +88,8 @@ impl LoadedModel {
             reason,
         };
         let metadata = |key: &str| tract.metadata(key);
-        let resolved =
-            labels::resolve(&cfg.labels, cfg.labels_file.as_deref(), &metadata).map_err(layout)?;
+        let resolved = labels::resolve(&cfg.labels, cfg.labels_file.as_deref(), &metadata)
+            .map_err(|e| layout(e.to_string()))?;
         let count = resolved.as_ref().map(|(l, _)| l.len());
         let input = match (tract.input_spec().fixed_hw, cfg.family) {
             (_, Family::Db) => (warm[3] as u32, warm[2] as u32),
@@ -125,9 +125,9 @@ impl LoadedModel {
                     )))
                 }
             },
-            Family::Yolo => Head::Yolo(YoloHead::from_shape(&out, count).map_err(layout)?),
+            Family::Yolo => Head::Yolo(YoloHead::from_shape(&out, count).map_err(|e| layout(e.to_string()))?),
             Family::Classify => {
-                Head::Classify(ClassifyHead::from_shape(&out, count).map_err(layout)?)
+                Head::Classify(ClassifyHead::from_shape(&out, count).map_err(|e| layout(e.to_string()))?)
             }
         };
         let classes = match head {

@@ -1,7 +1,7 @@
 //! Classifier outputs: logits or probabilities in, the top-k labels out, each
 //! as a detection whose box is the whole frame.
 
-use super::Detection;
+use super::{Detection, OutputError};
 
 /// A classifier output whose class count is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,19 +13,25 @@ pub struct ClassifyHead {
 impl ClassifyHead {
     /// Reads the class count from `shape` (`[1, C]` or `[1, C, 1, 1]`), checked
     /// against `labels` when known.
-    pub fn from_shape(shape: &[usize], labels: Option<usize>) -> Result<ClassifyHead, String> {
+    pub fn from_shape(shape: &[usize], labels: Option<usize>) -> Result<ClassifyHead, OutputError> {
         let classes = match shape {
             [1, c] | [1, c, 1, 1] => *c,
             _ => {
-                return Err(format!(
-                    "a classifier must output [1, C] or [1, C, 1, 1]; this one gives {shape:?}. Is model.family right?"
-                ))
+                return Err(OutputError::Layout {
+                    family: "a classifier",
+                    expected: "[1, C] or [1, C, 1, 1]",
+                    with: String::new(),
+                    shape: shape.to_vec(),
+                    hint: "Is model.family right?",
+                })
             }
         };
         match labels {
-            Some(n) if n != classes => Err(format!(
-                "the model scores {classes} classes ({shape:?}) but {n} labels are given; give one label per class"
-            )),
+            Some(n) if n != classes => Err(OutputError::LabelCount {
+                classes,
+                shape: shape.to_vec(),
+                labels: n,
+            }),
             _ => Ok(ClassifyHead { classes }),
         }
     }
@@ -41,13 +47,13 @@ impl ClassifyHead {
         labels: &[String],
         allowed: &[bool],
         (frame_w, frame_h): (u32, u32),
-    ) -> Result<Vec<Detection>, String> {
+    ) -> Result<Vec<Detection>, OutputError> {
         let Some(scores) = data.get(..self.classes) else {
-            return Err(format!(
-                "the classifier output has {} values, {} were expected",
-                data.len(),
-                self.classes
-            ));
+            return Err(OutputError::Short {
+                what: "classifier",
+                got: data.len(),
+                want: self.classes,
+            });
         };
         let probs = probabilities(scores);
         let mut order: Vec<usize> = (0..self.classes)
@@ -104,12 +110,16 @@ mod tests {
                 .classes,
             3
         );
-        let err = ClassifyHead::from_shape(&[1, 3], Some(2)).unwrap_err();
+        let err = ClassifyHead::from_shape(&[1, 3], Some(2))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("3 classes") && err.contains("2 labels"),
             "{err}"
         );
-        let err = ClassifyHead::from_shape(&[1, 84, 8400], None).unwrap_err();
+        let err = ClassifyHead::from_shape(&[1, 84, 8400], None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[1, 84, 8400]"), "{err}");
     }
 

@@ -39,22 +39,47 @@ const METADATA_KEYS: [(&str, ParseLabels); 3] = [
     ("labels", parse_list_or_lines),
 ];
 
+/// Labels that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    /// `labels_file` cannot be read.
+    #[error("cannot read labels_file {} ({reason}); give one label per line, or list them in labels = [...]", path.display())]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        reason: std::io::Error,
+    },
+    /// `labels_file` holds no label.
+    #[error("labels_file {} has no labels; give one per line", path.display())]
+    Empty {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// A class name that is not one of the model's labels.
+    #[error("{name:?} is not a label of this model (labels: {shown})")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The first labels, for the operator to pick from.
+        shown: String,
+    },
+}
+
 /// Labels in the order they are looked for. `metadata` looks up a raw ONNX
 /// metadata value by key. Errors say which source was bad and how.
 pub fn resolve(
     configured: &[String],
     file: Option<&Path>,
     metadata: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<(Vec<String>, LabelOrigin)>, String> {
+) -> Result<Option<(Vec<String>, LabelOrigin)>, LabelError> {
     if !configured.is_empty() {
         return Ok(Some((configured.to_vec(), LabelOrigin::Config)));
     }
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read labels_file {} ({e}); give one label per line, or list them in labels = [...]",
-                path.display()
-            )
+        let text = std::fs::read_to_string(path).map_err(|reason| LabelError::Unreadable {
+            path: path.to_path_buf(),
+            reason,
         })?;
         let labels: Vec<String> = text
             .lines()
@@ -63,10 +88,9 @@ pub fn resolve(
             .map(String::from)
             .collect();
         if labels.is_empty() {
-            return Err(format!(
-                "labels_file {} has no labels; give one per line",
-                path.display()
-            ));
+            return Err(LabelError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         return Ok(Some((labels, LabelOrigin::File)));
     }
@@ -104,7 +128,7 @@ fn parse_list_or_lines(text: &str) -> Option<Vec<String>> {
 /// Which classes `[decode] classes` lets through: `allowed[c]` per label, all
 /// when `classes` is empty. A name that is not a label is an error that lists
 /// the labels.
-pub fn allowed(classes: &[String], labels: &[String]) -> Result<Vec<bool>, String> {
+pub fn allowed(classes: &[String], labels: &[String]) -> Result<Vec<bool>, LabelError> {
     if classes.is_empty() {
         return Ok(vec![true; labels.len()]);
     }
@@ -114,11 +138,14 @@ pub fn allowed(classes: &[String], labels: &[String]) -> Result<Vec<bool>, Strin
             Some(i) => out[i] = true,
             None => {
                 let shown: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
-                return Err(format!(
-                    "{name:?} is not a label of this model (labels: {}{})",
-                    shown.join(", "),
-                    if labels.len() > 20 { ", …" } else { "" }
-                ));
+                return Err(LabelError::Unknown {
+                    name: name.clone(),
+                    shown: format!(
+                        "{}{}",
+                        shown.join(", "),
+                        if labels.len() > 20 { ", …" } else { "" }
+                    ),
+                });
             }
         }
     }
@@ -213,7 +240,9 @@ mod tests {
         );
         let junk = |k: &str| (k == "names").then(|| "junk".to_string());
         assert_eq!(resolve(&[], None, &junk).unwrap(), None);
-        let err = resolve(&[], Some(&dir.path().join("missing")), &no_metadata).unwrap_err();
+        let err = resolve(&[], Some(&dir.path().join("missing")), &no_metadata)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot read labels_file"), "{err}");
     }
 
@@ -254,7 +283,7 @@ mod tests {
             allowed(&["blue".into()], &labels).unwrap(),
             vec![false, false, true]
         );
-        let err = allowed(&["dog".into()], &labels).unwrap_err();
+        let err = allowed(&["dog".into()], &labels).unwrap_err().to_string();
         assert!(
             err.contains("\"dog\"") && err.contains("red, green, blue"),
             "{err}"

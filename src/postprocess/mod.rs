@@ -14,6 +14,46 @@ pub use config::DecodeConfig;
 
 use serde::{Deserialize, Serialize};
 
+/// A model output that does not fit its family: the shape is wrong, the
+/// labels do not match its classes, or a run gave too few values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    /// Not a shape the family reads.
+    #[error("{family} must output {expected}{with}; this one gives {shape:?}. {hint}")]
+    Layout {
+        /// "a YOLO model", "a classifier".
+        family: &'static str,
+        /// The shapes it reads.
+        expected: &'static str,
+        /// What the labels add, or nothing.
+        with: String,
+        /// The shape found.
+        shape: Vec<usize>,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// The model scores a different number of classes than labels are given.
+    #[error("the model scores {classes} classes ({shape:?}) but {labels} labels are given; give one label per class")]
+    LabelCount {
+        /// Classes in the output.
+        classes: usize,
+        /// The output's shape.
+        shape: Vec<usize>,
+        /// Labels given.
+        labels: usize,
+    },
+    /// A run gave fewer values than the layout needs.
+    #[error("the {what} output has {got} values, {want} were expected")]
+    Short {
+        /// "YOLO", "classifier".
+        what: &'static str,
+        /// Values given.
+        got: usize,
+        /// Values needed.
+        want: usize,
+    },
+}
+
 /// Model family: decides the decoder and the pre-processing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

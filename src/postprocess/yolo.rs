@@ -4,7 +4,7 @@
 
 use super::merge::{merge, MatchMetric, MergeConfig, MergeStrategy};
 use super::placement::Placement;
-use super::{DecodeConfig, Detection};
+use super::{DecodeConfig, Detection, OutputError};
 
 /// How the rows of a YOLO output are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,11 +33,13 @@ impl YoloHead {
     /// Tells the layout from the output `shape`, checked against `labels`
     /// (the label count, when known). The error shows the shape found and
     /// the layouts supported.
-    pub fn from_shape(shape: &[usize], labels: Option<usize>) -> Result<YoloHead, String> {
-        let supported = |c: String| {
-            format!(
-                "a YOLO model must output [1, N, 5+C] (YOLOv5) or [1, 4+C, N] (YOLOv8/v11){c}; this one gives {shape:?}. Is model.family right, or do the labels match the model?"
-            )
+    pub fn from_shape(shape: &[usize], labels: Option<usize>) -> Result<YoloHead, OutputError> {
+        let supported = |with: String| OutputError::Layout {
+            family: "a YOLO model",
+            expected: "[1, N, 5+C] (YOLOv5) or [1, 4+C, N] (YOLOv8/v11)",
+            with,
+            shape: shape.to_vec(),
+            hint: "Is model.family right, or do the labels match the model?",
         };
         let (a, b) = match shape {
             [1, a, b] => (*a, *b),
@@ -83,14 +85,15 @@ impl YoloHead {
         labels: &[String],
         allowed: &[bool],
         place: &Placement,
-    ) -> Result<Vec<Detection>, String> {
+    ) -> Result<Vec<Detection>, OutputError> {
         let (n, c) = (self.candidates, self.classes);
         let per_image = n * (c + if self.layout == YoloLayout::V5 { 5 } else { 4 });
         if data.len() < per_image {
-            return Err(format!(
-                "the YOLO output has {} values, {per_image} were expected",
-                data.len()
-            ));
+            return Err(OutputError::Short {
+                what: "YOLO",
+                got: data.len(),
+                want: per_image,
+            });
         }
         let mut found: Vec<Detection> = Vec::new();
         for i in 0..n {
@@ -181,12 +184,16 @@ mod tests {
         );
         assert_eq!(YoloHead::from_shape(&[1, 84, 8400], None).unwrap(), v8);
         assert_eq!(YoloHead::from_shape(&[1, 25200, 85], None).unwrap(), v5);
-        let err = YoloHead::from_shape(&[1, 84, 8400], Some(3)).unwrap_err();
+        let err = YoloHead::from_shape(&[1, 84, 8400], Some(3))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("[1, 84, 8400]") && err.contains("[1, N, 8]"),
             "{err}"
         );
-        let err = YoloHead::from_shape(&[1, 1, 640, 640], None).unwrap_err();
+        let err = YoloHead::from_shape(&[1, 1, 640, 640], None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("[1, 1, 640, 640]") && err.contains("YOLOv8"),
             "{err}"
@@ -270,7 +277,8 @@ mod tests {
                 &[],
                 &place(),
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("18 were expected"), "{err}");
     }
 }

@@ -33,16 +33,18 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs until `stop` is set, then finishes the frames in flight, waits briefly
 /// for broker acknowledgements and disconnects. `reload` (SIGHUP) re-reads
-/// `config_path`.
+/// `config_path`. `seams` is `Seams::default()` but in tests.
 pub fn run(
     config_path: &std::path::Path,
     config: Config,
     signalled: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
+    seams: crate::runtime::seams::Seams,
 ) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let started = std::time::Instant::now();
-    let (model, plan) = load_model(&config)?;
+    let (mut model, plan) = load_model(&config)?;
+    model.engines = seams.engines(model.engines);
     let workers = plan.workers;
     if let Some(note) = &config.plan_fitted {
         tracing::info!("{note}");
@@ -93,7 +95,7 @@ pub fn run(
     drop(tx);
 
     let settings = detector_settings(&config, plan.max_pixels, &model)
-        .map_err(|e| anyhow::Error::new(ConfigRejected(e)))?;
+        .map_err(|e| anyhow::Error::new(ConfigRejected(e.to_string())))?;
     let live = Arc::new(LiveSettings {
         generation: std::sync::atomic::AtomicU64::new(0),
         settings: std::sync::RwLock::new(settings.clone()),
@@ -124,18 +126,15 @@ pub fn run(
     )?;
 
     let telemetry = match &config.telemetry.listen {
-        Some(listen) => Some(
-            crate::telemetry::http::serve(
-                listen,
-                crate::telemetry::http::Probe {
-                    metrics: metrics.clone(),
-                    heartbeats: heartbeats.clone(),
-                    sink: sink.clone(),
-                },
-                shutdown.clone(),
-            )
-            .map_err(anyhow::Error::msg)?,
-        ),
+        Some(listen) => Some(crate::telemetry::http::serve(
+            listen,
+            crate::telemetry::http::Probe {
+                metrics: metrics.clone(),
+                heartbeats: heartbeats.clone(),
+                sink: sink.clone(),
+            },
+            shutdown.clone(),
+        )?),
         None => None,
     };
     // Ready only once everything that can stop the start has started.

@@ -8,9 +8,27 @@ use crate::infer::budget::MemoryPlan;
 use crate::infer::detector::DetectorSettings;
 use crate::infer::model::LoadedModel;
 use crate::infer::onnxruntime::OrtModel;
-use crate::infer::preprocess::whole_frame_size;
 use crate::infer::tract::use_multithreaded_matmul;
 use crate::infer::Backend;
+
+/// Why the detector's settings cannot be made from a config and its model.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// `model.labels` or `labels_file` cannot be used.
+    #[error("{0}")]
+    Labels(crate::postprocess::labels::LabelError),
+    /// The labels given do not match the model's classes.
+    #[error("model.labels: {given} labels given, the model has {classes} classes")]
+    Count {
+        /// Labels given.
+        given: usize,
+        /// Classes the model scores.
+        classes: usize,
+    },
+    /// `decode.classes` names something that is not a label.
+    #[error("decode.classes: {0}")]
+    Classes(crate::postprocess::labels::LabelError),
+}
 
 /// Detector settings derived from the configuration, its memory plan and the
 /// loaded model. Labels from the config are re-resolved, so a reload can
@@ -19,24 +37,25 @@ pub fn detector_settings(
     config: &Config,
     max_pixels: u64,
     model: &LoadedModel,
-) -> Result<DetectorSettings, String> {
+) -> Result<DetectorSettings, SettingsError> {
     let labels = match crate::postprocess::labels::resolve(
         &config.model.labels,
         config.model.labels_file.as_deref(),
         &crate::postprocess::labels::no_metadata,
-    )? {
+    )
+    .map_err(SettingsError::Labels)?
+    {
         Some((labels, _)) => labels,
         None => model.labels.clone(),
     };
     if labels.len() != model.labels.len() {
-        return Err(format!(
-            "model.labels: {} labels given, the model has {} classes",
-            labels.len(),
-            model.labels.len()
-        ));
+        return Err(SettingsError::Count {
+            given: labels.len(),
+            classes: model.labels.len(),
+        });
     }
     let allowed = crate::postprocess::labels::allowed(&config.decode.classes, &labels)
-        .map_err(|e| format!("decode.classes: {e}"))?;
+        .map_err(SettingsError::Classes)?;
     Ok(DetectorSettings {
         max_side: config.model.max_side,
         decode: config.decode.clone(),
@@ -69,7 +88,10 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
     }
     // The shape most frames will use is optimised now: a broken model fails
     // at start-up, and the first frame is fast.
-    let mut model = LoadedModel::load(&config.model, warm_shape(config))?;
+    let mut model = LoadedModel::load(
+        &config.model,
+        crate::infer::shapes::warm(&config.model, &config.tiling),
+    )?;
     if config.model.backend == Backend::Onnxruntime {
         let threads = (cores / plan.workers.max(1)).max(1);
         match open_onnxruntime(config, &model, threads) {
@@ -114,8 +136,9 @@ fn open_onnxruntime(
     let library = crate::infer::onnxruntime::library::locate(
         config.model.onnxruntime_library.as_deref(),
         &config.model.path,
-    )?;
-    let runtime = crate::infer::onnxruntime::engine::open(&library)?;
+    )
+    .map_err(|e| e.to_string())?;
+    let runtime = crate::infer::onnxruntime::engine::open(&library).map_err(|e| e.to_string())?;
     OrtModel::load(
         runtime,
         &config.model.path,
@@ -123,23 +146,4 @@ fn open_onnxruntime(
         threads,
     )
     .map_err(|e| e.to_string())
-}
-
-/// The NCHW input of a 1080p frame, the most common one, tiled or whole.
-pub fn warm_shape(config: &Config) -> [usize; 4] {
-    let side = config.model.max_side;
-    let (w, _) = whole_frame_size(1920, 1080, side);
-    let tiled = if config.model.family == crate::infer::Family::Db {
-        config.tiling.enabled()
-    } else {
-        config.tiling.tiles_frame(w as f64 / 1920.0)
-    };
-    if tiled {
-        let plan = crate::infer::tiling::TilePlan::new(1920, 1080, &config.tiling);
-        let (h, w) = plan.shapes()[0];
-        [config.tiling.batch as usize, 3, h as usize, w as usize]
-    } else {
-        let (w, h) = whole_frame_size(16 * side, 9 * side, side);
-        [1, 3, h as usize, w as usize]
-    }
 }

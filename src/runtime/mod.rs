@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod hugepages;
 pub mod inference;
 pub mod reload;
+pub mod seams;
 #[cfg(feature = "tensorrt")]
 pub mod tensorrt;
 pub mod workers;

@@ -25,6 +25,37 @@ use crate::telemetry::metrics::Metrics;
 
 const MIB: u64 = 1 << 20;
 
+/// The config sections TensorRT start-up reads: what the engine is built
+/// for and where it is cached.
+#[derive(Clone, Copy)]
+pub struct Sections<'a> {
+    /// `[tensorrt]`.
+    pub tensorrt: &'a TensorrtConfig,
+    /// `[model]`.
+    pub model: &'a crate::infer::ModelConfig,
+    /// `[tiling]`: the shapes the engine must take.
+    pub tiling: &'a crate::infer::tiling::TilingConfig,
+    /// `memory_budget_mb`: whether tactics are restricted.
+    pub memory_budget_mb: u64,
+}
+
+impl<'a> Sections<'a> {
+    /// The sections of a whole config.
+    pub fn of(config: &'a Config) -> Sections<'a> {
+        Sections {
+            tensorrt: &config.tensorrt,
+            model: &config.model,
+            tiling: &config.tiling,
+            memory_budget_mb: config.memory_budget_mb,
+        }
+    }
+
+    /// The input profile for `model` under these sections.
+    fn profile(&self, model: &LoadedModel) -> [[u32; 4]; 3] {
+        crate::infer::shapes::profile(self.model, self.tiling, model)
+    }
+}
+
 /// The opened libraries and the GPU they drive.
 pub struct Gpu {
     /// Libraries (kept open).
@@ -88,16 +119,16 @@ impl Gpu {
     }
 
     /// The cache key for `config` on this GPU.
-    pub fn key(&self, config: &Config, model: &LoadedModel) -> EngineKey {
-        let t = &config.tensorrt;
+    pub fn key(&self, config: Sections<'_>, model: &LoadedModel) -> EngineKey {
+        let t = config.tensorrt;
         EngineKey {
             model_sha256: model.info.sha256.clone(),
             tensorrt: self.libs.version.to_string(),
             gpu: self.name(),
             compute_capability: format!("{}.{}", self.cc().0, self.cc().1),
             precision: settings::effective_precision(t.precision, self.cc()),
-            batch: profile(config, model)[2][0],
-            input: profile(config, model),
+            batch: config.profile(model)[2][0],
+            input: config.profile(model),
             restricted_tactics: settings::restrict_tactics(
                 t.tactics,
                 config.memory_budget_mb * MIB,
@@ -105,7 +136,7 @@ impl Gpu {
         }
     }
 
-    fn factory(&self, config: &Config, model: &LoadedModel, plan: Vec<u8>) -> TrtFactory {
+    fn factory(&self, config: Sections<'_>, model: &LoadedModel, plan: Vec<u8>) -> TrtFactory {
         TrtFactory {
             libs: self.libs.clone(),
             plan: Arc::new(plan),
@@ -115,19 +146,23 @@ impl Gpu {
                 self.device.integrated != 0,
                 self.device.can_map_host_memory != 0,
             ),
-            max_dims: profile(config, model)[2],
+            max_dims: config.profile(model)[2],
         }
     }
 
     /// The cached engine for `config`, loaded once to prove it deserialises;
     /// or why there is none (an entry that does not deserialise is removed
     /// so it gets rebuilt; one that failed for any other reason is kept).
-    pub fn cached(&self, config: &Config, model: &LoadedModel) -> Result<TrtFactory, String> {
+    pub fn cached(
+        &self,
+        config: Sections<'_>,
+        model: &LoadedModel,
+    ) -> Result<TrtFactory, NoEngine> {
         let cache = EngineCache::new(&config.tensorrt.engines);
         let key = self.key(config, model);
         let hit = cache
             .lookup(&model.info.name, &key)
-            .map_err(|m| m.to_string())?;
+            .map_err(|m| NoEngine::Missing(m.to_string()))?;
         let factory = self.factory(config, model, hit.plan);
         match factory.try_load() {
             Ok(_) => Ok(factory),
@@ -136,54 +171,44 @@ impl Gpu {
             // Nano a 10-30 minute rebuild on every start.
             Err(e) if e.bad_file => {
                 cache.discard(&model.info.name, &key);
-                Err(format!(
-                    "{} does not load ({e}); removed, it will be rebuilt",
-                    hit.path.display()
-                ))
+                Err(NoEngine::Removed {
+                    path: hit.path.clone(),
+                    reason: e.to_string(),
+                })
             }
-            Err(e) => Err(format!(
-                "{} was not loaded ({e}); the file is kept and tried again at the next start",
-                hit.path.display()
-            )),
+            Err(e) => Err(NoEngine::Kept {
+                path: hit.path.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
 }
 
-/// Input profile `[min, opt, max]` (NCHW) for the model and configuration:
-/// a fixed-input model's own size; a letterboxed or cropped family (YOLO,
-/// classify) at its one input size, whatever symbols the file declares; else
-/// from the tiles and whole frames the detector will send. The batch never
-/// exceeds the one a file fixes.
-pub fn profile(config: &Config, model: &LoadedModel) -> [[u32; 4]; 3] {
-    let spec = model.tract.input_spec();
-    let batch = (config.tiling.batch).min(spec.max_batch as u32).max(1);
-    if let Some((h, w)) = spec.fixed_hw {
-        let s = [1, 3, h as u32, w as u32];
-        return [s, s, s];
-    }
-    if model.head != crate::infer::model::Head::Db {
-        let s = [1, 3, model.input.1, model.input.0];
-        return [s, s, s];
-    }
-    let warm = crate::runtime::inference::warm_shape(config).map(|d| d as u32);
-    let side = config.model.max_side;
-    let mut max = [1, 3, side, side];
-    for (fw, fh) in [(1920, 1080), (3840, 2160), (1080, 1920)] {
-        // Text tiles in every mode but `off` (see `Detector::text`).
-        if config.tiling.enabled() {
-            let plan = crate::infer::tiling::TilePlan::new(fw, fh, &config.tiling);
-            for (h, w) in plan.shapes() {
-                max = [max[0].max(batch), 3, max[2].max(h), max[3].max(w)];
-            }
-        }
-    }
-    let opt = [
-        warm[0].min(max[0]),
-        3,
-        warm[2].min(max[2]),
-        warm[3].min(max[3]),
-    ];
-    [[1, 3, 32, 32], opt, max]
+/// Why no cached engine is used.
+#[derive(Debug, thiserror::Error)]
+pub enum NoEngine {
+    /// None in the cache for this key (the cache says why).
+    #[error("{0}")]
+    Missing(String),
+    /// The file does not deserialise: removed, to be rebuilt.
+    #[error("{} does not load ({reason}); removed, it will be rebuilt", path.display())]
+    Removed {
+        /// The engine file.
+        path: std::path::PathBuf,
+        /// What TensorRT said.
+        reason: String,
+    },
+    /// It did not load for another reason: kept, tried again next start.
+    #[error("{} was not loaded ({reason}); the file is kept and tried again at the next start", path.display())]
+    Kept {
+        /// The engine file.
+        path: std::path::PathBuf,
+        /// What TensorRT said.
+        reason: String,
+    },
+    /// The background build failed.
+    #[error("{0}")]
+    BuildFailed(String),
 }
 
 /// The daemon's TensorRT state: nothing to do, or a build to watch.
@@ -225,7 +250,7 @@ impl Startup {
             },
             gpu.libs.paths[0]
         );
-        match gpu.cached(config, model) {
+        match gpu.cached(Sections::of(config), model) {
             Ok(factory) => {
                 let old = engines.switch(Arc::new(factory));
                 metrics.backend_switched(old, Backend::Tensorrt.label());
@@ -266,8 +291,8 @@ impl Startup {
         self.build = None;
         let Some(gpu) = &self.gpu else { return };
         let result = match outcome {
-            Outcome::Built => gpu.cached(config, model),
-            Outcome::Failed(why) => Err(why),
+            Outcome::Built => gpu.cached(Sections::of(config), model),
+            Outcome::Failed(why) => Err(NoEngine::BuildFailed(why)),
         };
         match result {
             Ok(factory) => {
@@ -340,9 +365,12 @@ pub fn build_engine(config: &Config) -> anyhow::Result<()> {
         }
     }
     let t = &config.tensorrt;
-    let model = LoadedModel::load(&config.model, crate::runtime::inference::warm_shape(config))?;
+    let model = LoadedModel::load(
+        &config.model,
+        crate::infer::shapes::warm(&config.model, &config.tiling),
+    )?;
     let gpu = Gpu::open(t)?;
-    let key = gpu.key(config, &model);
+    let key = gpu.key(Sections::of(config), &model);
     let cache = EngineCache::new(&t.engines);
     eprintln!(
         "build-engine: {} on {} (compute {}), TensorRT {}, {}, profile {:?} .. {:?}, tactics {}",
@@ -370,8 +398,7 @@ pub fn build_engine(config: &Config) -> anyhow::Result<()> {
         settings::build_overhead(key.restricted_tactics, onnx_bytes),
         ram,
         swap,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     if let Some(note) = note {
         eprintln!("build-engine: {note}");
     }
@@ -451,7 +478,7 @@ pub fn build_engine(config: &Config) -> anyhow::Result<()> {
         "build-engine: built in {build_seconds:.0} s, {} MiB; checking it against the CPU backend",
         plan_bytes.len() as u64 / MIB
     );
-    let factory = gpu.factory(config, &model, plan_bytes.clone());
+    let factory = gpu.factory(Sections::of(config), &model, plan_bytes.clone());
     let (gpu_engine, io) = TrtEngine::load(
         gpu.libs.clone(),
         &plan_bytes,
@@ -515,8 +542,7 @@ fn reference_check(
     let mut cpu_engine = model.tract.engine()?;
     let cpu_out = cpu_engine.run(tensor.clone())?;
     let gpu_out = gpu_engine.run(tensor)?;
-    let settings = crate::runtime::inference::detector_settings(config, u64::MAX / 4, model)
-        .map_err(anyhow::Error::msg)?;
+    let settings = crate::runtime::inference::detector_settings(config, u64::MAX / 4, model)?;
     let cpu_dets = Detector::new(Box::new(cpu_engine), settings.clone())
         .detect_image(&image)?
         .detections;

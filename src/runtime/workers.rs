@@ -300,23 +300,6 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         .map_err(|p| crate::base::restart::panic_text(&*p))
 }
 
-/// Debug builds only, for tests/it/bad_input.rs and detect_cli.rs: a job
-/// whose file name contains `EDGEWATCH_TEST_PANIC_ON` panics inside the
-/// worker.
-#[doc(hidden)]
-pub fn injected_panic(path: Option<&std::path::Path>) {
-    if cfg!(debug_assertions) {
-        if let (Ok(needle), Some(name)) = (
-            std::env::var("EDGEWATCH_TEST_PANIC_ON"),
-            path.and_then(|p| p.file_name()),
-        ) {
-            if !needle.is_empty() && name.to_string_lossy().contains(&needle) {
-                panic!("injected panic (EDGEWATCH_TEST_PANIC_ON={needle})");
-            }
-        }
-    }
-}
-
 /// One job: a file or a camera frame.
 fn process(
     job: Job,
@@ -352,7 +335,6 @@ fn process_frame(
     };
     let meta = &frame.meta;
     let detected = match guarded(|| {
-        injected_panic(meta.path.as_deref());
         // Another worker on this stream's frame holds the reuse state: this
         // one runs a plain pass, which leaves the state as it was.
         let mut reuse = frame.reuse.as_ref().and_then(|r| match r.try_lock() {
@@ -443,10 +425,7 @@ fn process_file(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let detected = match guarded(|| {
-        injected_panic(job.meta.path.as_deref());
-        detector.detect_file(&job.path)
-    }) {
+    let detected = match guarded(|| detector.detect_file(&job.path)) {
         Ok(d) => d,
         Err(text) => {
             // The file goes to failed/ with the reason: re-queued, it would

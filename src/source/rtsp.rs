@@ -156,16 +156,14 @@ impl RtspConfig {
     }
 
     /// The password, from `password_file` or `password_env`.
-    pub fn password(&self) -> Result<Option<String>, String> {
+    pub fn password(&self) -> Result<Option<String>, crate::base::secrets::PasswordError> {
         if let Some(path) = &self.password_file {
-            return crate::base::secrets::read_secret(path)
-                .map(Some)
-                .map_err(|e| e.to_string());
+            return Ok(Some(crate::base::secrets::read_secret(path)?));
         }
         match &self.password_env {
             Some(var) => std::env::var(var)
                 .map(Some)
-                .map_err(|_| format!("environment variable {var} (password_env) is not set")),
+                .map_err(|_| crate::base::secrets::PasswordError::EnvUnset { var: var.clone() }),
             None => Ok(None),
         }
     }
@@ -263,7 +261,7 @@ mod client {
                 what: what.clone(),
                 reason,
             };
-            let password = self.cfg.password().map_err(unusable)?;
+            let password = self.cfg.password().map_err(|e| unusable(e.to_string()))?;
             let url = url::Url::parse(&self.cfg.url).map_err(|e| unusable(e.to_string()))?;
             let rt = self.runtime().map_err(open_err)?;
             let creds = self.cfg.username.clone().map(|username| Credentials {

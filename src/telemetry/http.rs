@@ -76,15 +76,32 @@ fn wants_openmetrics(req: &tiny_http::Request) -> bool {
     })
 }
 
+/// Why the health and metrics endpoint did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address cannot be bound (taken, or not this machine's).
+    #[error("telemetry.listen: cannot listen on {listen} ({reason}); pick a free port")]
+    Listen {
+        /// `telemetry.listen`.
+        listen: String,
+        /// What the system said.
+        reason: String,
+    },
+    /// No thread could be started for it.
+    #[error("cannot start the telemetry thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 /// Serves until `stop` is set. Binding failures are returned at once, so a
 /// taken port is a start-up error, not a silent gap in monitoring.
 pub fn serve(
     listen: &str,
     probe: Probe,
     stop: crate::base::shutdown::Shutdown,
-) -> Result<JoinHandle<()>, String> {
-    let server = tiny_http::Server::http(listen).map_err(|e| {
-        format!("telemetry.listen: cannot listen on {listen} ({e}); pick a free port")
+) -> Result<JoinHandle<()>, ServeError> {
+    let server = tiny_http::Server::http(listen).map_err(|e| ServeError::Listen {
+        listen: listen.to_string(),
+        reason: e.to_string(),
     })?;
     tracing::info!("health and metrics on http://{listen}/healthz and /metrics");
     std::thread::Builder::new()
@@ -127,5 +144,5 @@ pub fn serve(
                 );
             }
         })
-        .map_err(|e| format!("cannot start the telemetry thread: {e}"))
+        .map_err(ServeError::Thread)
 }

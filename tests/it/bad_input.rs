@@ -291,10 +291,16 @@ fn a_file_that_panics_the_worker_costs_that_file_only() {
         .map(|i| format!("boom-{i}.png"))
         .chain((0..3).map(|i| format!("good-{i}.png")))
         .collect();
+    // The faulty engine panics on magenta frames; the good ones are black.
     for name in &names {
-        common::save(&RgbImage::new(64, 64), &inbox.join(name));
+        let img = if name.starts_with("boom") {
+            common::magenta(64, 64)
+        } else {
+            RgbImage::new(64, 64)
+        };
+        common::save(&img, &inbox.join(name));
     }
-    let mut daemon = Daemon::start_with_env(&cfg, &[("EDGEWATCH_TEST_PANIC_ON", "boom")]);
+    let mut daemon = Daemon::start_binary(&common::faulty_bin(), &cfg, &[]);
     let (done, failed) = (dir.path().join("done"), dir.path().join("failed"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !names.iter().all(|n| {
@@ -320,7 +326,7 @@ fn a_file_that_panics_the_worker_costs_that_file_only() {
         assert_eq!(record["stage"], "panic", "{record}");
         let reason = record["error"].as_str().unwrap();
         assert!(
-            reason.contains("panicked") && reason.contains("injected panic"),
+            reason.contains("panicked") && reason.contains("faulty engine: a magenta frame"),
             "{reason}"
         );
     }
@@ -342,7 +348,7 @@ fn a_file_that_panics_the_worker_costs_that_file_only() {
         .is_none());
     // A restart does not replay them: each is in failed/ once, with its record.
     drop(daemon);
-    let daemon = Daemon::start_with_env(&cfg, &[("EDGEWATCH_TEST_PANIC_ON", "boom")]);
+    let daemon = Daemon::start_binary(&common::faulty_bin(), &cfg, &[]);
     daemon.wait_log("edgewatch ready", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
     let mut in_failed: Vec<String> = std::fs::read_dir(&failed)

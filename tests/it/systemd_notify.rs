@@ -15,7 +15,7 @@ fn start_under_systemd(
     broker: &Broker,
     model_extra: &str,
     tail: &str,
-    env: &[(&str, &str)],
+    binary: &std::path::Path,
 ) -> (UnixDatagram, Daemon) {
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -31,12 +31,11 @@ fn start_under_systemd(
         ),
     )
     .unwrap();
-    let mut all_env = vec![
+    let env = [
         ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
         ("WATCHDOG_USEC", "1000000"),
     ];
-    all_env.extend_from_slice(env);
-    let daemon = Daemon::start_with_env(&cfg, &all_env);
+    let daemon = Daemon::start_binary(binary, &cfg, &env);
     (sock, daemon)
 }
 
@@ -44,7 +43,13 @@ fn start_under_systemd(
 fn ready_then_regular_watchdog_pings_status_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
-    let (sock, mut daemon) = start_under_systemd(dir.path(), &broker, "", "", &[]);
+    let (sock, mut daemon) = start_under_systemd(
+        dir.path(),
+        &broker,
+        "",
+        "",
+        std::path::Path::new(common::bin()),
+    );
 
     let mut seen: Vec<(Duration, String)> = Vec::new();
     let started = Instant::now();
@@ -128,13 +133,13 @@ fn a_hung_worker_is_replaced_once_then_the_watchdog_pings_stop() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
     let http = common::free_port();
-    // The hang switch exists only in debug builds, which is what tests run.
+    // The faulty engine hangs on cyan frames; everything else runs.
     let (sock, mut daemon) = start_under_systemd(
         dir.path(),
         &broker,
         "workers = 1",
         &format!("[supervise]\ninfer_timeout_s = 2\n[telemetry]\nlisten = \"127.0.0.1:{http}\"\n"),
-        &[("EDGEWATCH_TEST_HANG_INFER", "1")],
+        &common::faulty_bin(),
     );
     daemon.wait_log("edgewatch ready", Duration::from_secs(60));
     let healthy = drain(&sock, Duration::from_secs(2));
@@ -146,7 +151,7 @@ fn a_hung_worker_is_replaced_once_then_the_watchdog_pings_stop() {
 
     // The first hang: the worker is abandoned and a fresh one takes its
     // place; the watchdog keeps being pinged.
-    let (img, _) = common::textimg::render(320, 96, 3, 1, 30, 30);
+    let img = common::cyan(320, 96);
     common::save(&img, &dir.path().join("inbox/hang1.png"));
     daemon.wait_log("stage infer-0 hung for", Duration::from_secs(20));
     daemon.wait_log("restarted in place", Duration::from_secs(1));

@@ -170,3 +170,36 @@ fn guided_finds_small_labels_on_a_busy_4k_scene_for_a_fraction_of_the_model_pixe
         "guided used {px_guided} model pixels, tiles {px_tiled}"
     );
 }
+
+/// The TensorRT profile (`infer::shapes::profile`) spans every shape the
+/// detector really sends: the warm-up shape is the optimum, and each tile of
+/// a 1080p, 4K and portrait frame fits under the maximum. Run on tract, so
+/// it holds without a GPU.
+#[test]
+fn the_tensorrt_profile_spans_every_tile_the_detector_sends() {
+    let toml = format!("[model]\npath = {:?}\n", common::model_path());
+    let config = Config::from_toml(&toml, std::path::Path::new("."), Purpose::Detect)
+        .expect("the config loads");
+    let warm = edgewatch::infer::shapes::warm(&config.model, &config.tiling);
+    let model = LoadedModel::load(&config.model, warm).expect("load the model");
+    let [min, opt, max] = edgewatch::infer::shapes::profile(&config.model, &config.tiling, &model);
+    assert_eq!(min, [1, 3, 32, 32]);
+    assert_eq!(
+        opt.map(|d| d as usize),
+        warm,
+        "the warm-up shape is the optimum"
+    );
+    for (fw, fh) in [(1920, 1080), (3840, 2160), (1080, 1920)] {
+        for (h, w) in TilePlan::new(fw, fh, &config.tiling).shapes() {
+            assert!(
+                h <= max[2] && w <= max[3] && h >= min[2] && w >= min[3],
+                "{fw}x{fh}: tile {w}x{h} is outside the profile {min:?}..{max:?}"
+            );
+        }
+    }
+    assert!(max[0] >= 1 && max[0] <= config.tiling.batch.max(1));
+    // A text detector tiles by default: the profile is made of tiles, not
+    // of whole frames at max_side.
+    let (h, w) = TilePlan::new(3840, 2160, &config.tiling).shapes()[0];
+    assert!(max[2] >= h && max[3] >= w);
+}

@@ -10,7 +10,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor;
 
-use super::library::HOW_TO_GET;
+use super::library::OrtError;
 use crate::infer::{Engine, EngineFactory, InferError, InputSpec, Outputs, TensorBatch};
 
 /// Label in messages and metrics.
@@ -32,7 +32,7 @@ pub struct Runtime {
 static OPENED: Mutex<Option<Runtime>> = Mutex::new(None);
 
 /// Opens the library at `library` (once per process).
-pub fn open(library: &Path) -> Result<Runtime, String> {
+pub fn open(library: &Path) -> Result<Runtime, OrtError> {
     let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(rt) = opened.as_ref() {
         return Ok(rt.clone());
@@ -40,30 +40,23 @@ pub fn open(library: &Path) -> Result<Runtime, String> {
     // Opened here first for the loader's own reason when it fails (`ort`
     // reports only "dlopen failed"); `ort` then opens the same file again.
     // SAFETY: ONNX Runtime's initialisers only set up its own state.
-    let _probe = unsafe { libloading::Library::new(library) }.map_err(|e| {
-        format!(
-            "cannot open ONNX Runtime at {}: {}; {HOW_TO_GET}",
-            library.display(),
-            crate::base::text::one_line(&e.to_string())
-        )
-    })?;
-    let builder = ort::init_from(library).map_err(|e| {
-        format!(
-            "cannot open ONNX Runtime at {}: {}; {HOW_TO_GET}",
-            library.display(),
-            crate::base::text::one_line(&e.to_string())
-        )
-    })?;
+    let refused = |e: &dyn std::fmt::Display| OrtError::Open {
+        library: library.to_path_buf(),
+        reason: crate::base::text::one_line(&e.to_string()),
+    };
+    let _probe = unsafe { libloading::Library::new(library) }.map_err(|e| refused(&e))?;
+    let builder = ort::init_from(library).map_err(|e| refused(&e))?;
     let env = builder
         .with_name("edgewatch")
         .with_telemetry(false)
         .build()
-        .map_err(|e| format!("ONNX Runtime at {} would not start: {e}", library.display()))?;
-    register_arena(&env).map_err(|e| {
-        format!(
-            "ONNX Runtime at {} would not set up its memory arena: {e}",
-            library.display()
-        )
+        .map_err(|e| OrtError::Start {
+            library: library.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    register_arena(&env).map_err(|reason| OrtError::Arena {
+        library: library.to_path_buf(),
+        reason,
     })?;
     let rt = Runtime {
         env,

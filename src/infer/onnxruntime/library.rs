@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 /// The library's file name on this platform.
-const FILE: &str = "libonnxruntime.so";
+pub const FILE: &str = "libonnxruntime.so";
 
 /// How to get the library, for messages.
 pub const HOW_TO_GET: &str = "run engines/fetch-onnxruntime.sh (/usr/share/edgewatch/fetch-onnxruntime.sh from the package), or `pip install onnxruntime`, or set model.onnxruntime_library to a libonnxruntime.so of version 1.17 or newer";
@@ -58,11 +58,52 @@ fn search_path_from(venv: Option<&Path>, home: Option<&Path>) -> Vec<PathBuf> {
     dirs
 }
 
+/// Why ONNX Runtime cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum OrtError {
+    /// No library in any folder looked in.
+    #[error("no {FILE} found (looked in {folders} folders: onnxruntime/ beside the model, next to the binary, the system's library folders and Python's onnxruntime wheels); {HOW_TO_GET}")]
+    NotFound {
+        /// How many folders were looked in.
+        folders: usize,
+    },
+    /// The path given or found is not a file.
+    #[error("{} is not a file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The loader refused the file.
+    #[error("cannot open ONNX Runtime at {}: {reason}; {HOW_TO_GET}", library.display())]
+    Open {
+        /// The library file.
+        library: PathBuf,
+        /// What the loader said, on one line.
+        reason: String,
+    },
+    /// The library loaded but its environment did not start.
+    #[error("ONNX Runtime at {} would not start: {reason}", library.display())]
+    Start {
+        /// The library file.
+        library: PathBuf,
+        /// What it said.
+        reason: String,
+    },
+    /// Its shared memory arena could not be set up.
+    #[error("ONNX Runtime at {} would not set up its memory arena: {reason}", library.display())]
+    Arena {
+        /// The library file.
+        library: PathBuf,
+        /// What it said.
+        reason: String,
+    },
+}
+
 /// The library to open: `configured` when set, else `ORT_DYLIB_PATH`, else
 /// `onnxruntime/` beside the model (where `engines/fetch-onnxruntime.sh`
 /// puts it), else the first match on [`search_path`]. The error says where
 /// it looked and how to get one.
-pub fn locate(configured: Option<&Path>, model: &Path) -> Result<PathBuf, String> {
+pub fn locate(configured: Option<&Path>, model: &Path) -> Result<PathBuf, OrtError> {
     if let Some(path) = configured {
         return Ok(path.to_path_buf());
     }
@@ -75,11 +116,8 @@ pub fn locate(configured: Option<&Path>, model: &Path) -> Result<PathBuf, String
     }
     dirs.iter()
         .find_map(|d| in_dir(d))
-        .ok_or_else(|| {
-            format!(
-                "no {FILE} found (looked in {} folders: onnxruntime/ beside the model, next to the binary, the system's library folders and Python's onnxruntime wheels); {HOW_TO_GET}",
-                dirs.len()
-            )
+        .ok_or(OrtError::NotFound {
+            folders: dirs.len(),
         })
 }
 

@@ -231,6 +231,16 @@ pub fn build_overhead(restricted: bool, onnx_bytes: u64) -> u64 {
     runtime + 4 * onnx_bytes + 64 * MIB
 }
 
+/// Not even the smallest workspace fits in free RAM + swap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("only {} MiB of RAM + swap is free and a TensorRT build needs about {} MiB plus a 16 MiB workspace: add swap (sudo fallocate -l 4G /swapfile; mkswap; swapon) or stop other services, then run edgewatch build-engine", free / MIB, overhead / MIB)]
+pub struct NoRoom {
+    /// Free RAM + swap, bytes.
+    pub free: u64,
+    /// What the build needs beside its workspace, bytes.
+    pub overhead: u64,
+}
+
 /// The workspace that fits next to `overhead` in free RAM + swap, and a line
 /// for the log when it had to be lowered. Refuses when not even 16 MiB fit,
 /// rather than be OOM-killed halfway (the Nano's best-known failure).
@@ -239,16 +249,12 @@ pub fn fit_workspace(
     overhead: u64,
     ram_free: u64,
     swap_free: u64,
-) -> Result<(u64, Option<String>), String> {
+) -> Result<(u64, Option<String>), NoRoom> {
     let free = ram_free + swap_free;
     let room = free.saturating_sub(overhead);
     let floor = 16 * MIB;
     if room < floor {
-        return Err(format!(
-            "only {} MiB of RAM + swap is free and a TensorRT build needs about {} MiB plus a 16 MiB workspace: add swap (sudo fallocate -l 4G /swapfile; mkswap; swapon) or stop other services, then run edgewatch build-engine",
-            free / MIB,
-            overhead / MIB
-        ));
+        return Err(NoRoom { free, overhead });
     }
     if room >= wanted {
         return Ok((wanted, None));
@@ -369,7 +375,9 @@ mod tests {
         let (ws, _) = fit_workspace(256 * MIB, overhead, overhead, 256 * MIB).unwrap();
         assert_eq!(ws, 256 * MIB);
         // No room: refused with the fix.
-        let err = fit_workspace(256 * MIB, overhead, 300 * MIB, 0).unwrap_err();
+        let err = fit_workspace(256 * MIB, overhead, 300 * MIB, 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("add swap"), "{err}");
         assert!(!err.contains('\n'));
     }

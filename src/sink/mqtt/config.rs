@@ -122,7 +122,7 @@ impl MqttConfig {
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Err(e) = self.broker() {
-            out.push(("url", e));
+            out.push(("url", e.to_string()));
         }
         if self.topic_prefix.is_empty()
             || self.topic_prefix.contains(['+', '#'])
@@ -163,7 +163,7 @@ impl MqttConfig {
             ));
         }
         if let Err(e) = self.password() {
-            out.push(("password_file", e));
+            out.push(("password_file", e.to_string()));
         }
         match self.broker() {
             Ok(b) if b.tls => {
@@ -195,40 +195,41 @@ impl MqttConfig {
 
     /// The password from `password_file` or `EDGEWATCH_MQTT_PASSWORD`.
     /// A file others can read is refused: it would leak the credential.
-    pub fn password(&self) -> Result<Option<String>, String> {
+    pub fn password(&self) -> Result<Option<String>, crate::base::secrets::SecretError> {
         let Some(path) = &self.password_file else {
             return Ok(std::env::var("EDGEWATCH_MQTT_PASSWORD").ok());
         };
-        crate::base::secrets::read_secret(path)
-            .map(Some)
-            .map_err(|e| e.to_string())
+        crate::base::secrets::read_secret(path).map(Some)
     }
 
     /// Host and port from `url`.
-    pub fn broker(&self) -> Result<BrokerAddr, String> {
+    pub fn broker(&self) -> Result<BrokerAddr, UrlError> {
         // Error messages show the URL without whatever sits before an '@'.
         let shown = redacted(&self.url);
-        let url = url::Url::parse(&self.url)
-            .map_err(|e| format!("{shown:?} is not a URL ({e}); expected mqtt://host:1883"))?;
+        let url = url::Url::parse(&self.url).map_err(|e| UrlError::NotAUrl {
+            shown: shown.clone(),
+            reason: e.to_string(),
+        })?;
         match url.scheme() {
             "mqtt" | "tcp" => {}
             "mqtts" | "ssl" => {}
             other => {
-                return Err(format!(
-                    "{shown:?}: scheme {other:?} is not MQTT; use mqtt://host:1883"
-                ))
+                return Err(UrlError::Scheme {
+                    shown,
+                    scheme: other.to_string(),
+                })
             }
         }
         if url.password().is_some() || !url.username().is_empty() {
-            return Err(format!(
-                "{shown:?} holds credentials, which would be logged; put the user in `username` and the password in `password_file`"
-            ));
+            return Err(UrlError::Credentials { shown });
         }
         let tls = matches!(url.scheme(), "mqtts" | "ssl");
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{shown:?} has no host; expected mqtt://host:1883"))?;
+            .ok_or_else(|| UrlError::NoHost {
+                shown: shown.clone(),
+            })?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -247,6 +248,40 @@ impl MqttConfig {
             QoS::AtLeastOnce
         }
     }
+}
+
+/// A broker `url` that cannot be used. It is shown redacted: whatever sits
+/// before an '@' never reaches a log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not a URL at all.
+    #[error("{shown:?} is not a URL ({reason}); expected mqtt://host:1883")]
+    NotAUrl {
+        /// The URL, redacted.
+        shown: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// Not an MQTT scheme.
+    #[error("{shown:?}: scheme {scheme:?} is not MQTT; use mqtt://host:1883")]
+    Scheme {
+        /// The URL, redacted.
+        shown: String,
+        /// The scheme given.
+        scheme: String,
+    },
+    /// A user or password in the URL.
+    #[error("{shown:?} holds credentials, which would be logged; put the user in `username` and the password in `password_file`")]
+    Credentials {
+        /// The URL, redacted.
+        shown: String,
+    },
+    /// No host.
+    #[error("{shown:?} has no host; expected mqtt://host:1883")]
+    NoHost {
+        /// The URL, redacted.
+        shown: String,
+    },
 }
 
 /// `url` with anything between `//` and the last `@` of its authority
@@ -274,7 +309,7 @@ mod tests {
             "mqtts://u:s3cret@broker:8883/x",
             "mqtt://u:s3 cret@broker",
         ] {
-            let e = cfg(url).broker().unwrap_err();
+            let e = cfg(url).broker().unwrap_err().to_string();
             assert!(!e.contains("s3"), "{e}");
             assert!(e.contains("***@"), "{e}");
             assert!(!cfg(url).validate().iter().any(|(_, r)| r.contains("s3")));
@@ -309,7 +344,7 @@ mod tests {
         assert!(cfg("mqtts://b.local").broker().unwrap().tls);
         assert_eq!(cfg("mqtts://b.local").broker().unwrap().port, 8883);
         for url in ["http://x", "not a url", "mqtt://"] {
-            let err = cfg(url).broker().unwrap_err();
+            let err = cfg(url).broker().unwrap_err().to_string();
             assert!(err.contains("mqtt://"), "{url}: {err}");
         }
     }
@@ -326,7 +361,7 @@ mod tests {
             password_file: Some(p.clone()),
             ..MqttConfig::default()
         };
-        let err = c.password().unwrap_err();
+        let err = c.password().unwrap_err().to_string();
         assert!(
             err.contains("chmod o-r") && !err.contains("s3cret"),
             "{err}"

@@ -184,8 +184,10 @@ impl MqttSink {
     /// says goodbye to the broker it has and connects with the new settings;
     /// messages not yet acknowledged are sent again from the outbox, and new
     /// messages take the new topic prefix. Returns the keys that still need a
-    /// restart (the outbox lives as long as the process).
-    pub fn reconfigure(&self, cfg: &MqttConfig) -> Result<Vec<&'static str>, String> {
+    /// restart (the outbox lives as long as the process). New session
+    /// settings that cannot be used (TLS files, credentials) are
+    /// [`SinkStartError::Start`], and the old session goes on.
+    pub fn reconfigure(&self, cfg: &MqttConfig) -> Result<Vec<&'static str>, SinkStartError> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut needs_restart = Vec::new();
         if running.outbox != cfg.outbox {
@@ -202,7 +204,8 @@ impl MqttSink {
             ..c.clone()
         };
         if session(&running) != session(cfg) {
-            let settings = SessionSettings::new(cfg, &self.device)?;
+            let settings =
+                SessionSettings::new(cfg, &self.device).map_err(SinkStartError::Start)?;
             *self.prefix.write().unwrap_or_else(|p| p.into_inner()) = cfg.topic_prefix.clone();
             *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(settings);
             let outbox = (running.outbox.clone(), running.outbox_max_mb);

@@ -51,7 +51,7 @@ pub(super) struct SessionSettings {
 
 impl SessionSettings {
     pub(super) fn new(cfg: &MqttConfig, device: &str) -> Result<SessionSettings, String> {
-        let addr = cfg.broker()?;
+        let addr = cfg.broker().map_err(|e| e.to_string())?;
         let mut opts = MqttOptions::new(device, addr.host.clone(), addr.port);
         opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
         opts.set_last_will(LastWill::new(
@@ -69,7 +69,12 @@ impl SessionSettings {
             ));
         }
         if let Some(user) = &cfg.username {
-            opts.set_credentials(user.clone(), cfg.password()?.unwrap_or_default());
+            opts.set_credentials(
+                user.clone(),
+                cfg.password()
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or_default(),
+            );
         }
         Ok(SessionSettings {
             opts,

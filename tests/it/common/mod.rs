@@ -59,6 +59,33 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgewatch")
 }
 
+/// `edgewatch` with the faulty engine (`examples/faulty_engine.rs`): the
+/// real model, but a mostly magenta frame panics in the engine and a mostly
+/// cyan one hangs there. `cargo test --all-targets` builds it beside
+/// `bin()`.
+pub fn faulty_bin() -> PathBuf {
+    let p = Path::new(bin())
+        .parent()
+        .unwrap()
+        .join("examples/faulty_engine");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with cargo build --example faulty_engine (cargo test --all-targets does)",
+        p.display()
+    );
+    p
+}
+
+/// A solid magenta image: the faulty engine panics on it.
+pub fn magenta(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_pixel(w, h, image::Rgb([255, 0, 255]))
+}
+
+/// A solid cyan image: the faulty engine hangs on it.
+pub fn cyan(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_pixel(w, h, image::Rgb([0, 255, 255]))
+}
+
 /// A free TCP port on loopback (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -358,7 +385,12 @@ impl Daemon {
 
     /// Starts the daemon with extra environment variables.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(bin())
+        Daemon::start_binary(Path::new(bin()), config, env)
+    }
+
+    /// Starts `binary run` (the daemon, or the faulty-engine build of it).
+    pub fn start_binary(binary: &Path, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut child = Command::new(binary)
             .arg("run")
             .arg("--config")
             .arg(config)
