@@ -1,5 +1,5 @@
 //! Where a test puts its own part into a real run: the engine. A test
-//! binary (`examples/faulty_engine.rs`) wraps the real model's engines in
+//! binary (`tests/tools/faulty_engine.rs`) wraps the real model's engines in
 //! one that panics or hangs on frames of a colour it picks, so the panic
 //! and hang paths of `run` and `detect` are tested end to end without a
 //! switch in the shipped code. `edgewatch` itself runs with

@@ -59,21 +59,11 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_edgewatch")
 }
 
-/// `edgewatch` with the faulty engine (`examples/faulty_engine.rs`): the
-/// real model, but a mostly magenta frame panics in the engine and a mostly
-/// cyan one hangs there. `cargo test --all-targets` builds it beside
-/// `bin()`.
+/// `edgewatch` with the faulty engine (`tests/tools/faulty_engine.rs`):
+/// the real model, but a mostly magenta frame panics in the engine and a
+/// mostly cyan one hangs there.
 pub fn faulty_bin() -> PathBuf {
-    let p = Path::new(bin())
-        .parent()
-        .unwrap()
-        .join("examples/faulty_engine");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with cargo build --example faulty_engine (cargo test --all-targets does)",
-        p.display()
-    );
-    p
+    PathBuf::from(env!("CARGO_BIN_EXE_edgewatch-faulty-engine"))
 }
 
 /// A solid magenta image: the faulty engine panics on it.
