@@ -166,3 +166,69 @@ fn lib_rs_draws_every_top_folder_in_its_layers() {
         );
     }
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `pub fn` signatures in `text` whose return type is `Result<_, String>`,
+/// as `name -> return type`; signatures may span lines.
+fn string_results(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("pub fn ") {
+        let sig_start = &rest[at + "pub fn ".len()..];
+        let end = sig_start.find(['{', ';']).unwrap_or(sig_start.len());
+        let sig = sig_start[..end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some((_, ret)) = sig.rsplit_once("->") {
+            let ret = ret.split(" where ").next().unwrap_or(ret).trim();
+            if ret.starts_with("Result<") && ret.replace(' ', "").ends_with(",String>") {
+                let name = sig.split(['(', '<']).next().unwrap_or("");
+                found.push(format!("{name} -> {ret}"));
+            }
+        }
+        rest = &sig_start[end..];
+    }
+    found
+}
+
+#[test]
+fn no_public_fn_returns_a_string_error_and_no_test_switch_is_in_src() {
+    let mut problems = Vec::new();
+    for f in rust_files(&root().join("src")) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let shown = f.strip_prefix(root()).unwrap().display().to_string();
+        for s in string_results(&text) {
+            problems.push(format!("{shown}: pub fn {s}: give it an error type"));
+        }
+        if text.contains("EDGEWATCH_TEST_") {
+            problems.push(format!(
+                "{shown}: a test switch (EDGEWATCH_TEST_…); use runtime::seams"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The scan itself finds what it looks for.
+    let sample = "pub fn a(x: u8)\n    -> Result<Vec<u8>, String> {\n}\npub fn b() -> Result<(), MyError> {}\npub fn c() -> Option<String> {}";
+    assert_eq!(
+        string_results(sample),
+        vec!["a -> Result<Vec<u8>, String>".to_string()]
+    );
+}
