@@ -54,10 +54,6 @@ pub fn open(library: &Path) -> Result<Runtime, OrtError> {
             library: library.to_path_buf(),
             reason: e.to_string(),
         })?;
-    register_arena(&env).map_err(|reason| OrtError::Arena {
-        library: library.to_path_buf(),
-        reason,
-    })?;
     let rt = Runtime {
         env,
         library: library.to_path_buf(),
@@ -65,64 +61,6 @@ pub fn open(library: &Path) -> Result<Runtime, OrtError> {
     };
     *opened = Some(rt.clone());
     Ok(rt)
-}
-
-/// One CPU arena for the process, shared by every session, that grows by
-/// what a run asks for (`kSameAsRequested`) rather than doubling. Measured
-/// here on 4 × 1080p and 2 × 4K frames: 16–17 MiB less peak RSS than each
-/// session's own doubling arena, at the same speed. A `max_mem` cap was
-/// measured too: it does not bound memory, it fails the run that reaches
-/// it. Releasing the arena after each run (`memory.enable_memory_arena_shrinkage`)
-/// cost 6–14 MiB more and 10% more time.
-fn register_arena(env: &Environment) -> Result<(), String> {
-    use ort::AsPointer;
-    let api = ort::api();
-    let keys = [c"arena_extend_strategy".as_ptr()];
-    // 1 = kSameAsRequested.
-    let values = [1usize];
-    let status = |s: ort::sys::OrtStatusPtr| -> Result<(), String> {
-        if s.0.is_null() {
-            return Ok(());
-        }
-        // SAFETY: a non-null status from the API holds a NUL-terminated
-        // message until it is released, once, here.
-        unsafe {
-            let text = std::ffi::CStr::from_ptr((api.GetErrorMessage)(s.0))
-                .to_string_lossy()
-                .into_owned();
-            (api.ReleaseStatus)(s.0);
-            Err(text)
-        }
-    };
-    // SAFETY: every pointer passed is valid for the call; the config and
-    // memory info are released after the environment has copied them.
-    unsafe {
-        let mut cfg = std::ptr::null_mut();
-        status((api.CreateArenaCfgV2)(
-            keys.as_ptr(),
-            values.as_ptr(),
-            keys.len(),
-            &mut cfg,
-        ))?;
-        let mut info = std::ptr::null_mut();
-        let made = status((api.CreateCpuMemoryInfo)(
-            ort::sys::OrtAllocatorType::OrtArenaAllocator,
-            ort::sys::OrtMemType::OrtMemTypeDefault,
-            &mut info,
-        ));
-        let registered = made.and_then(|()| {
-            status((api.CreateAndRegisterAllocator)(
-                env.ptr() as *mut _,
-                info,
-                cfg,
-            ))
-        });
-        if !info.is_null() {
-            (api.ReleaseMemoryInfo)(info);
-        }
-        (api.ReleaseArenaCfg)(cfg);
-        registered
-    }
 }
 
 /// The library's own version string (`1.32.0`): its build string names a
@@ -216,8 +154,6 @@ impl OrtModel {
         // A memory pattern is planned per input shape and held beside the
         // arena: 75 MiB more at 1080p, no faster, measured here.
         let b = b.with_memory_pattern(false).map_err(built)?;
-        // The process's one arena (`register_arena`), not one per session.
-        let b = b.with_env_allocators().map_err(built)?;
         let mut b = b
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(built)?;

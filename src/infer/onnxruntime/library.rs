@@ -89,14 +89,6 @@ pub enum OrtError {
         /// What it said.
         reason: String,
     },
-    /// Its shared memory arena could not be set up.
-    #[error("ONNX Runtime at {} would not set up its memory arena: {reason}", library.display())]
-    Arena {
-        /// The library file.
-        library: PathBuf,
-        /// What it said.
-        reason: String,
-    },
 }
 
 /// The library to open: `configured` when set, else `ORT_DYLIB_PATH`, else
