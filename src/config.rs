@@ -2,7 +2,6 @@
 //! beside the components they configure. Every error names the file, the key
 //! and what to do.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -90,44 +89,7 @@ pub enum Purpose {
     Run,
 }
 
-/// One problem with a configuration file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigIssue {
-    /// Dotted key, e.g. `model.path` or `source[0].path`; empty for syntax errors.
-    pub key: String,
-    /// Line in the file, when known.
-    pub line: Option<usize>,
-    /// What is wrong and what to do.
-    pub reason: String,
-}
-
-/// A configuration that cannot be used, with every problem found.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    /// The file that was read.
-    pub file: PathBuf,
-    /// At least one problem.
-    pub issues: Vec<ConfigIssue>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.issues.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "config error: {}", self.file.display())?;
-            if let Some(line) = issue.line {
-                write!(f, ":{line}")?;
-            }
-            if !issue.key.is_empty() {
-                write!(f, ": key `{}`", issue.key)?;
-            }
-            write!(f, ": {}", issue.reason)?;
-        }
-        Ok(())
-    }
-}
+pub use crate::base::issue::{ConfigError, Issue};
 
 impl Config {
     /// Reads, parses and validates `path` for `purpose`. Relative paths inside
@@ -136,7 +98,7 @@ impl Config {
     pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
-            issues: vec![ConfigIssue {
+            issues: vec![Issue {
                 key: String::new(),
                 line: None,
                 reason: format!("cannot read the file ({e}); check the path and its permissions"),
@@ -153,11 +115,7 @@ impl Config {
     }
 
     /// Parses and validates TOML text; relative paths are resolved against `base`.
-    pub fn from_toml(
-        text: &str,
-        base: &Path,
-        purpose: Purpose,
-    ) -> Result<Config, Vec<ConfigIssue>> {
+    pub fn from_toml(text: &str, base: &Path, purpose: Purpose) -> Result<Config, Vec<Issue>> {
         let mut config = parse(text)?;
         if purpose == Purpose::Run && config.mqtt.is_none() {
             config.mqtt = Some(MqttConfig::default());
@@ -312,90 +270,75 @@ impl Config {
 
     /// Every semantic problem, not just the first, so one `check-config`
     /// run tells the operator everything to fix.
-    pub fn validate(&self, purpose: Purpose) -> Vec<ConfigIssue> {
+    pub fn validate(&self, purpose: Purpose) -> Vec<Issue> {
         let mut issues = Vec::new();
-        let mut bad = |key: &str, reason: String| {
-            issues.push(ConfigIssue {
-                key: key.to_string(),
-                line: None,
-                reason,
-            })
-        };
         if let Err(reason) =
             crate::base::topic::check_segment(&self.device).map_err(|e| e.to_string())
         {
-            bad("device", reason);
+            issues.push(Issue::new("device", reason));
         }
         if self.memory_budget_mb == 0 {
-            bad("memory_budget_mb", "must be greater than 0".into());
+            issues.push(Issue::new("memory_budget_mb", "must be greater than 0"));
         }
         let model_issues = self.model.validate();
-        for (key, reason) in &model_issues {
-            bad(&format!("model.{key}"), reason.clone());
-        }
         let tiling_issues = self.tiling.validate();
-        for (key, reason) in &tiling_issues {
-            bad(&format!("tiling.{key}"), reason.clone());
-        }
+        let models_are_sane = model_issues.is_empty() && tiling_issues.is_empty();
+        let within = |table: &'static str| move |issue: Issue| issue.within(table);
+        issues.extend(model_issues.into_iter().map(within("model")));
+        issues.extend(tiling_issues.into_iter().map(within("tiling")));
         if self.tiling.mode == crate::infer::tiling::TilingMode::Guided
             && self.model.family == crate::infer::Family::Yolo
         {
-            bad(
+            issues.push(Issue::new(
                 "tiling.mode",
-                "guided reads a text model's probability map; a yolo model tiles: use \"auto\" or \"tiles\"".into(),
-            );
+                "guided reads a text model's probability map; a yolo model tiles: use \"auto\" or \"tiles\"",
+            ));
         }
         if self.max_pixels_per_byte == 0 {
-            bad(
+            issues.push(Issue::new(
                 "max_pixels_per_byte",
-                "must be greater than 0 (default 20000)".into(),
-            );
+                "must be greater than 0 (default 20000)",
+            ));
         }
         if self.max_pixels == Some(0) {
-            bad(
+            issues.push(Issue::new(
                 "max_pixels",
-                "must be greater than 0 (or left out to derive it from memory_budget_mb)".into(),
-            );
+                "must be greater than 0 (or left out to derive it from memory_budget_mb)",
+            ));
         }
         // The plan needs sane inputs; its own problems come after theirs.
-        if model_issues.is_empty()
-            && tiling_issues.is_empty()
-            && self.memory_budget_mb > 0
-            && self.max_pixels != Some(0)
-        {
+        if models_are_sane && self.memory_budget_mb > 0 && self.max_pixels != Some(0) {
             if let Err(e) = self.memory_plan() {
-                bad(e.key, e.reason);
+                issues.push(Issue::new(e.key, e.reason));
             }
         }
-        for (key, reason) in self.tensorrt.validate() {
-            bad(&format!("tensorrt.{key}"), reason);
-        }
-        for (key, reason) in self.decode.validate() {
-            bad(&format!("decode.{key}"), reason);
-        }
-        for (key, reason) in self.supervise.validate() {
-            bad(&format!("supervise.{key}"), reason);
-        }
-        for (key, reason) in self.telemetry.validate() {
-            bad(&format!("telemetry.{key}"), reason);
-        }
+        issues.extend(self.tensorrt.validate().into_iter().map(within("tensorrt")));
+        issues.extend(self.decode.validate().into_iter().map(within("decode")));
+        issues.extend(
+            self.supervise
+                .validate()
+                .into_iter()
+                .map(within("supervise")),
+        );
+        issues.extend(
+            self.telemetry
+                .validate()
+                .into_iter()
+                .map(within("telemetry")),
+        );
         if purpose == Purpose::Run && self.sources.is_empty() {
-            bad(
+            issues.push(Issue::new(
                 "source",
-                "no [[source]] is configured; add one, e.g. [[source]] name = \"inbox\" kind = \"folder\" path = \"/var/lib/edgewatch/inbox\"".into(),
-            );
+                "no [[source]] is configured; add one, e.g. [[source]] name = \"inbox\" kind = \"folder\" path = \"/var/lib/edgewatch/inbox\"",
+            ));
         }
         // A missing [mqtt] is the defaults, as an empty header is (`from_toml`
         // fills it in for the daemon); one that is there is checked for
         // every purpose, so `check-config --detect` never checks less.
         if let Some(m) = &self.mqtt {
-            for (key, reason) in m.validate() {
-                bad(&format!("mqtt.{key}"), reason);
-            }
+            issues.extend(m.validate().into_iter().map(within("mqtt")));
         }
-        for (key, reason) in crate::source::validate_sources(&self.sources) {
-            bad(&key, reason);
-        }
+        issues.extend(crate::source::validate_sources(&self.sources));
         issues
     }
 }
@@ -465,7 +408,7 @@ fn normalize(path: &Path) -> PathBuf {
     }
 }
 
-fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
+fn parse(text: &str) -> Result<Config, Vec<Issue>> {
     let de =
         toml::Deserializer::parse(text).map_err(|e| vec![toml_issue(text, String::new(), &e)])?;
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -478,7 +421,7 @@ fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
         within_source(text, &mut issue);
         // serde stops at the first problem; a wrong source kind elsewhere
         // in the file is cheap to see, and worth saying in the same run.
-        let others: Vec<ConfigIssue> = unknown_source_kinds(text)
+        let others: Vec<Issue> = unknown_source_kinds(text)
             .into_iter()
             .filter(|k| !issue.key.starts_with(&k.key) && !k.key.starts_with(&issue.key))
             .collect();
@@ -487,7 +430,7 @@ fn parse(text: &str) -> Result<Config, Vec<ConfigIssue>> {
 }
 
 /// Every `[[source]]` whose `kind` is not one edgewatch has.
-fn unknown_source_kinds(text: &str) -> Vec<ConfigIssue> {
+fn unknown_source_kinds(text: &str) -> Vec<Issue> {
     const KINDS: [&str; 4] = ["folder", "camera", "replay", "rtsp"];
     let Ok(table) = toml::from_str::<toml::Table>(text) else {
         return Vec::new();
@@ -502,7 +445,7 @@ fn unknown_source_kinds(text: &str) -> Vec<ConfigIssue> {
             let kind = s.get("kind")?.as_str()?;
             (!KINDS.contains(&kind)).then(|| {
                 let key = format!("source[{i}].kind");
-                ConfigIssue {
+                Issue {
                     line: spans.line(&key),
                     key,
                     reason: format!(
@@ -518,7 +461,7 @@ fn unknown_source_kinds(text: &str) -> Vec<ConfigIssue> {
 /// serde names an unknown key inside a source's sub-table (`[source.events]`)
 /// only by its source, at the `[[source]]` header: the file gives its full
 /// key and line.
-fn within_source(text: &str, issue: &mut ConfigIssue) {
+fn within_source(text: &str, issue: &mut Issue) {
     let Some(name) = issue
         .reason
         .strip_prefix("unknown field `")
@@ -539,7 +482,7 @@ fn within_source(text: &str, issue: &mut ConfigIssue) {
 /// Where to find the keys a stream source takes, for an unknown one: the
 /// stream keys are flattened into each kind's table, and serde then names
 /// the stray key without listing the known ones.
-fn source_keys_hint(text: &str, issue: &ConfigIssue) -> Option<String> {
+fn source_keys_hint(text: &str, issue: &Issue) -> Option<String> {
     if !issue.reason.starts_with("unknown field") || issue.reason.contains("expected") {
         return None;
     }
@@ -562,11 +505,11 @@ fn source_keys_hint(text: &str, issue: &ConfigIssue) -> Option<String> {
     ))
 }
 
-fn toml_issue(text: &str, key: String, e: &toml::de::Error) -> ConfigIssue {
+fn toml_issue(text: &str, key: String, e: &toml::de::Error) -> Issue {
     let line = e
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    ConfigIssue {
+    Issue {
         key,
         line,
         reason: e.message().trim().replace('\n', " "),
@@ -753,7 +696,7 @@ mod tests {
         dir
     }
 
-    fn issues(text: &str, purpose: Purpose) -> Vec<ConfigIssue> {
+    fn issues(text: &str, purpose: Purpose) -> Vec<Issue> {
         let dir = model_dir();
         Config::from_toml(text, dir.path(), purpose).expect_err("config should be rejected")
     }
@@ -927,7 +870,7 @@ mod tests {
     fn display_is_one_line_per_issue_with_file_and_key() {
         let err = ConfigError {
             file: PathBuf::from("/etc/edgewatch.toml"),
-            issues: vec![ConfigIssue {
+            issues: vec![Issue {
                 key: "model.path".into(),
                 line: Some(3),
                 reason: "not found".into(),

@@ -1,6 +1,7 @@
 //! Restarting a stage that fails: the `[supervise]` limits, the restart
 //! window and the loop that runs a stage again after a panic or an error.
 
+use crate::base::issue::Issue;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -55,17 +56,17 @@ impl Default for SuperviseConfig {
 }
 
 impl SuperviseConfig {
-    /// Problems as (key within `[supervise]`, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within `[supervise]`.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         if self.infer_timeout_s == 0 {
-            out.push(("infer_timeout_s", "must be at least 1 second".into()));
+            out.push(Issue::new("infer_timeout_s", "must be at least 1 second"));
         }
         if self.stall_timeout_s == 0 {
-            out.push(("stall_timeout_s", "must be at least 1 second".into()));
+            out.push(Issue::new("stall_timeout_s", "must be at least 1 second"));
         }
         if self.restart_window_s == 0 {
-            out.push(("restart_window_s", "must be at least 1 second".into()));
+            out.push(Issue::new("restart_window_s", "must be at least 1 second"));
         }
         out
     }

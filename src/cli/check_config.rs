@@ -7,7 +7,8 @@ use crate::config::Purpose;
 use crate::infer::detector::Detector;
 use crate::runtime::inference as setup;
 
-use super::{load, model_path_place, start_error, EXIT_CONFIG};
+use super::{exit_code, load, start_error};
+use crate::base::issue::Issue;
 
 /// Every check the daemon (or `detect`) makes at start-up, then one frame
 /// through the engine; "ok" is the last line, printed only when all passed.
@@ -33,10 +34,7 @@ pub fn check_config(path: &Path, detect_only: bool) -> ExitCode {
     println!("{plan}");
     let settings = match setup::detector_settings(&c, plan.max_pixels, &model) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("edgewatch: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return exit_code(path, &e.issue().into()),
     };
     println!(
         "model: {}, {} label(s) ({}), labels from {}, input {}",
@@ -61,25 +59,14 @@ pub fn check_config(path: &Path, detect_only: bool) -> ExitCode {
     // real frame.
     let engine = match model.engines.engine() {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!(
-                "config error: {}: key `model.path`: {}",
-                model_path_place(path),
-                crate::base::text::one_line(&e.to_string())
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return exit_code(path, &Issue::new("model.path", e.to_string()).into()),
     };
     let mut detector = Detector::new(engine, settings);
     let frame = image::RgbImage::from_pixel(1920, 1080, image::Rgb([128, 128, 128]));
     let started = std::time::Instant::now();
     if let Err(e) = detector.detect_rgb(frame) {
-        eprintln!(
-            "config error: {}: key `model.path`: one frame did not run: {}",
-            model_path_place(path),
-            crate::base::text::one_line(&e.to_string())
-        );
-        return ExitCode::from(EXIT_CONFIG);
+        let issue = Issue::new("model.path", format!("one frame did not run: {e}"));
+        return exit_code(path, &issue.into());
     }
     if let Some(choice) = &c.model.backend_choice {
         println!("{choice}");

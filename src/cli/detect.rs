@@ -13,7 +13,7 @@ use crate::infer::detector::Detector;
 use crate::runtime::inference as setup;
 use crate::sink::payload::Message;
 
-use super::{load, start_error, EXIT_CONFIG};
+use super::{exit_code, load, start_error};
 
 /// Detects on `images` with the config at `path`; `print_plan` shows the
 /// memory plan first.
@@ -53,10 +53,7 @@ pub fn detect(
     let workers = plan.workers;
     let settings = match setup::detector_settings(&config, plan.max_pixels, &model) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("edgewatch: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return exit_code(path, &e.issue().into()),
     };
     let next = AtomicUsize::new(0);
     quiet_panics();

@@ -16,8 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, Purpose};
-use crate::runtime::daemon;
+use crate::config::{Config, ConfigError, Issue, Purpose};
 use crate::runtime::seams::Seams;
 use record::RecordArgs;
 
@@ -115,58 +114,68 @@ pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ExitCode> {
 
 /// Says why start-up failed, on one line, and gives the exit status.
 pub fn start_error(config: &Path, e: &anyhow::Error) -> ExitCode {
-    if !is_load_error(e) {
+    if issue_in(e).is_none() {
         eprintln!("edgewatch: {e:#}");
     }
     exit_code(config, e)
 }
 
-fn is_load_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<crate::infer::InferError>(),
-            Some(crate::infer::InferError::Load { .. })
-        )
-    })
+/// The configuration issue behind `e`, if the operator's config is what
+/// must change.
+fn issue_in(e: &anyhow::Error) -> Option<&Issue> {
+    e.chain().find_map(|c| c.downcast_ref::<Issue>())
 }
 
-/// A model that does not fit its configured family, labels that do not fit
-/// the model, or a model file that does not load are configuration errors
-/// (2); anything else is 1. An unloadable model is also said in the config
-/// errors' own format, naming `model.path`.
+/// The one classification of failures: an [`Issue`] anywhere in the chain
+/// (a model that does not load or fit its family, labels that do not fit
+/// the model, an outbox another daemon holds) is a configuration error,
+/// said in the config errors' own format and exit status 2; anything else
+/// is 1.
 pub fn exit_code(config: &Path, e: &anyhow::Error) -> ExitCode {
-    if let Some(crate::infer::InferError::Load { reason, .. }) = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<crate::infer::InferError>())
-    {
-        eprintln!(
-            "config error: {}: key `model.path`: {}",
-            model_path_place(config),
-            crate::base::text::one_line(reason)
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let config_error = e.chain().any(|c| {
-        c.is::<daemon::ConfigRejected>()
-            || matches!(
-                c.downcast_ref::<crate::infer::InferError>(),
-                Some(crate::infer::InferError::Layout { .. })
-            )
-    });
-    if config_error {
-        ExitCode::from(EXIT_CONFIG)
-    } else {
-        ExitCode::FAILURE
+    match issue_in(e) {
+        Some(issue) => {
+            let mut issue = issue.clone();
+            issue.reason = crate::base::text::one_line(&issue.reason);
+            issue.line = key_line(config, &issue.key);
+            eprintln!(
+                "{}",
+                ConfigError {
+                    file: config.to_path_buf(),
+                    issues: vec![issue],
+                }
+            );
+            ExitCode::from(EXIT_CONFIG)
+        }
+        None => ExitCode::FAILURE,
     }
 }
 
-/// `FILE:LINE` of `model.path` in the configuration, as value errors say it.
-pub fn model_path_place(config: &Path) -> String {
-    let line = std::fs::read_to_string(config)
-        .ok()
-        .and_then(|text| crate::base::config_spans::Spans::new(&text).line("model.path"));
-    match line {
-        Some(l) => format!("{}:{l}", config.display()),
-        None => config.display().to_string(),
+/// Where `key` sits in the configuration file, when it is there.
+fn key_line(config: &Path, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(config).ok()?;
+    crate::base::config_spans::Spans::new(&text).line(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn only_an_issue_under_any_context_makes_a_config_error() {
+        let deep: anyhow::Result<()> = Err(Issue::new("mqtt.outbox", "in use by pid 7").into());
+        let deep = deep
+            .context("starting the sink")
+            .context("starting")
+            .unwrap_err();
+        assert_eq!(issue_in(&deep).map(|i| i.key.as_str()), Some("mqtt.outbox"));
+        let other = anyhow::anyhow!("broker unreachable").context("starting");
+        assert!(issue_in(&other).is_none());
+        let run_failure: anyhow::Error = crate::infer::InferError::Run {
+            shape: [1, 3, 8, 8],
+            reason: "out of memory".into(),
+        }
+        .into();
+        assert!(issue_in(&run_failure).is_none());
     }
 }

@@ -2,6 +2,7 @@
 //! the `publish`, `zones`, `mask`, `[source.events]` and `[source.snapshots]`
 //! keys of a camera, RTSP or replay source.
 
+use crate::base::issue::Issue;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -206,11 +207,11 @@ impl SceneConfig {
         self.snapshots.as_ref().map_or(0, |s| s.planned_bytes())
     }
 
-    /// Problems as (key within the source, reason).
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// Problems, keyed within the source.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         let e = &self.events;
-        let mut push = |k: &str, why: String| out.push((k.to_string(), why));
+        let mut push = |k: &str, why: String| out.push(Issue::new(k, why));
         if self.publish.is_empty() {
             push(
                 "publish",
@@ -377,7 +378,7 @@ mod tests {
             max_mb: 1.0,
             keep_days: 1.0,
         });
-        let keys: Vec<String> = s.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = s.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(
             keys,
             [

@@ -1,6 +1,7 @@
 //! Inference: the `Engine` seam between backends, and everything around it
 //! that is shared by all backends (pre-processing, the whole-frame detector).
 
+use crate::base::issue::Issue;
 pub mod budget;
 pub mod choice;
 pub mod decoded;
@@ -137,13 +138,13 @@ fn default_max_side() -> u32 {
 }
 
 impl ModelConfig {
-    /// Problems as (key within `[model]`, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within `[model]`.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         match std::fs::metadata(&self.path) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => out.push(("path", format!("{} is not a file", self.path.display()))),
-            Err(e) => out.push((
+            Ok(_) => out.push(Issue::new("path", format!("{} is not a file", self.path.display()))),
+            Err(e) => out.push(Issue::new(
                 "path",
                 format!(
                     "cannot open {} ({e}); fetch the default model with engines/fetch-models.sh or fix the path",
@@ -153,7 +154,7 @@ impl ModelConfig {
         }
         if let Some(file) = &self.labels_file {
             if self.labels.is_empty() && !file.is_file() {
-                out.push((
+                out.push(Issue::new(
                     "labels_file",
                     format!(
                         "{} is not a readable file; give one label per line, or list them in labels = [...]",
@@ -164,7 +165,7 @@ impl ModelConfig {
         }
         if let Some(InputSize { width, height }) = self.input {
             if !(8..=8192).contains(&width) || !(8..=8192).contains(&height) {
-                out.push((
+                out.push(Issue::new(
                     "input",
                     format!("{width}x{height} is not between 8 and 8192 on each side; try {{ width = 640, height = 640 }}"),
                 ));
@@ -172,11 +173,14 @@ impl ModelConfig {
         }
         if let Some(std) = self.std {
             if std.iter().any(|v| v.is_nan() || *v <= 0.0) {
-                out.push(("std", format!("{std:?} must be positive in every channel")));
+                out.push(Issue::new(
+                    "std",
+                    format!("{std:?} must be positive in every channel"),
+                ));
             }
         }
         if !(self.crop > 0.0 && self.crop <= 1.0) {
-            out.push((
+            out.push(Issue::new(
                 "crop",
                 format!(
                     "{} is not in (0, 1]; 0.875 is ImageNet's 224-of-256",
@@ -186,12 +190,12 @@ impl ModelConfig {
         }
         if self.backend == Backend::Tensorrt {
             if let Some(why) = tensorrt::unavailable_reason() {
-                out.push(("backend", why));
+                out.push(Issue::new("backend", why));
             }
         }
         if let Some(lib) = &self.onnxruntime_library {
             if !lib.is_file() {
-                out.push((
+                out.push(Issue::new(
                     "onnxruntime_library",
                     format!(
                         "{} is not a file; {}",
@@ -202,10 +206,10 @@ impl ModelConfig {
             }
         }
         if self.labels.iter().any(|l| l.trim().is_empty()) {
-            out.push(("labels", "labels must not be empty strings".into()));
+            out.push(Issue::new("labels", "labels must not be empty strings"));
         }
         if self.max_side < 32 || !self.max_side.is_multiple_of(32) || self.max_side > 8192 {
-            out.push((
+            out.push(Issue::new(
                 "max_side",
                 format!(
                     "{} is not a multiple of 32 between 32 and 8192; try 960",
@@ -214,9 +218,9 @@ impl ModelConfig {
             ));
         }
         if self.workers == Some(0) {
-            out.push((
+            out.push(Issue::new(
                 "workers",
-                "must be at least 1 (or left out for one per core)".into(),
+                "must be at least 1 (or left out for one per core)",
             ));
         }
         out

@@ -9,6 +9,7 @@
 //! so along each axis a tile owns the interval between the midpoints of its
 //! overlaps with its neighbours, and the owned rectangles partition the frame.
 
+use crate::base::issue::Issue;
 use serde::Deserialize;
 
 use crate::postprocess::merge::{MatchMetric, MergeConfig, MergeStrategy};
@@ -173,11 +174,11 @@ impl TilingConfig {
         };
     }
 
-    /// Problems as (key within `[tiling]`, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within `[tiling]`.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         if self.tile < 64 || !self.tile.is_multiple_of(32) || self.tile > 4096 {
-            out.push((
+            out.push(Issue::new(
                 "tile",
                 format!(
                     "{} is not a multiple of 32 between 64 and 4096; try 960 (or 640 on a small budget)",
@@ -186,7 +187,7 @@ impl TilingConfig {
             ));
         }
         if self.overlap * 2 >= self.tile {
-            out.push((
+            out.push(Issue::new(
                 "overlap",
                 format!(
                     "{} must be less than half of tile ({}); try 128",
@@ -195,7 +196,7 @@ impl TilingConfig {
             ));
         }
         if !(self.scale >= 0.125 && self.scale <= 4.0) {
-            out.push((
+            out.push(Issue::new(
                 "scale",
                 format!(
                     "{} is not between 0.125 and 4; 1.0 keeps the frame as it is, 2.0 helps tiny text",
@@ -204,13 +205,13 @@ impl TilingConfig {
             ));
         }
         if !(self.merge_threshold > 0.0 && self.merge_threshold <= 1.0) {
-            out.push((
+            out.push(Issue::new(
                 "merge_threshold",
                 format!("{} is not in (0, 1]; try 0.5", self.merge_threshold),
             ));
         }
         if !(self.whole_frame_min_scale > 0.0 && self.whole_frame_min_scale <= 1.0) {
-            out.push((
+            out.push(Issue::new(
                 "whole_frame_min_scale",
                 format!(
                     "{} is not in (0, 1]; 0.5 runs 1080p whole at 960, 1.0 tiles every frame larger than the model",
@@ -219,7 +220,7 @@ impl TilingConfig {
             ));
         }
         if !(self.min_text_px >= 2.0 && self.min_text_px <= 512.0) {
-            out.push((
+            out.push(Issue::new(
                 "min_text_px",
                 format!(
                     "{} is not between 2 and 512 (pixels of text height); try 12",
@@ -228,7 +229,7 @@ impl TilingConfig {
             ));
         }
         if self.batch == 0 || self.batch > 16 {
-            out.push((
+            out.push(Issue::new(
                 "batch",
                 format!("{} is not between 1 and 16; try 1 on the CPU", self.batch),
             ));
@@ -566,13 +567,13 @@ mod tests {
             batch: 0,
             ..TilingConfig::default()
         };
-        let keys: Vec<&str> = bad.validate().iter().map(|(k, _)| *k).collect();
+        let keys: Vec<String> = bad.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(keys, vec!["tile", "overlap", "scale", "batch"]);
         let never = TilingConfig {
             whole_frame_min_scale: 0.0,
             ..TilingConfig::default()
         };
-        assert_eq!(never.validate()[0].0, "whole_frame_min_scale");
+        assert_eq!(never.validate()[0].key, "whole_frame_min_scale");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `[decode]` section, shared by every model family.
 
+use crate::base::issue::Issue;
 use serde::Deserialize;
 
 /// `[decode]` section: post-processing for every family. DB keys apply to
@@ -92,12 +93,12 @@ impl DecodeConfig {
         })
     }
 
-    /// Problems as (key within `[decode]`, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within `[decode]`.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         let unit = |v: f32| v > 0.0 && v < 1.0;
         if !unit(self.threshold) {
-            out.push((
+            out.push(Issue::new(
                 "threshold",
                 format!(
                     "{} is not between 0 and 1 (exclusive); RapidOCR uses 0.3",
@@ -106,7 +107,7 @@ impl DecodeConfig {
             ));
         }
         if !unit(self.box_threshold) {
-            out.push((
+            out.push(Issue::new(
                 "box_threshold",
                 format!(
                     "{} is not between 0 and 1 (exclusive); RapidOCR uses 0.5",
@@ -115,25 +116,25 @@ impl DecodeConfig {
             ));
         }
         if !(self.unclip_ratio > 0.0 && self.unclip_ratio <= 10.0) {
-            out.push((
+            out.push(Issue::new(
                 "unclip_ratio",
                 format!("{} is not in (0, 10]; RapidOCR uses 1.6", self.unclip_ratio),
             ));
         }
         if self.max_candidates == 0 {
-            out.push((
+            out.push(Issue::new(
                 "max_candidates",
-                "must be at least 1; RapidOCR uses 1000".into(),
+                "must be at least 1; RapidOCR uses 1000",
             ));
         }
         if let Some(t) = self.score_threshold.filter(|t| !(0.0..1.0).contains(t)) {
-            out.push((
+            out.push(Issue::new(
                 "score_threshold",
                 format!("{t} is not in [0, 1); Ultralytics uses 0.25"),
             ));
         }
         if !(self.iou_threshold > 0.0 && self.iou_threshold <= 1.0) {
-            out.push((
+            out.push(Issue::new(
                 "iou_threshold",
                 format!(
                     "{} is not in (0, 1]; Ultralytics uses 0.45",
@@ -142,10 +143,10 @@ impl DecodeConfig {
             ));
         }
         if self.max_detections == 0 {
-            out.push(("max_detections", "must be at least 1; try 300".into()));
+            out.push(Issue::new("max_detections", "must be at least 1; try 300"));
         }
         if self.top_k == 0 {
-            out.push(("top_k", "must be at least 1; try 5".into()));
+            out.push(Issue::new("top_k", "must be at least 1; try 5"));
         }
         out
     }

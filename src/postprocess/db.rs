@@ -525,7 +525,7 @@ mod tests {
             top_k: 0,
             ..DecodeConfig::default()
         };
-        let keys: Vec<_> = cfg.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = cfg.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(
             keys,
             vec![

@@ -22,12 +22,6 @@ use crate::source::latest::{FramePool, LatestFrame};
 use crate::source::stream::{self, CaptureError, FrameOutput, Open, StreamSettings};
 use crate::source::{Built, Job, SourceConfig, STREAM_SPARE_FRAMES};
 
-/// A configuration that only the loaded model could show to be wrong (labels
-/// or class names that do not fit it): exits 2 like any config error.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigRejected(pub String);
-
 /// How long stopping waits for stages before giving up on a hung one.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -67,7 +61,7 @@ pub fn run(
         )
         .map_err(|e| {
             if e.is_config_error() {
-                anyhow::Error::new(ConfigRejected(e.to_string()))
+                anyhow::Error::new(crate::base::issue::Issue::new("mqtt.outbox", e.to_string()))
             } else {
                 anyhow::Error::new(e)
             }
@@ -94,8 +88,7 @@ pub fn run(
     announce(&sink, &mqtt_cfg, &config);
     drop(tx);
 
-    let settings = detector_settings(&config, plan.max_pixels, &model)
-        .map_err(|e| anyhow::Error::new(ConfigRejected(e.to_string())))?;
+    let settings = detector_settings(&config, plan.max_pixels, &model).map_err(|e| e.issue())?;
     let live = Arc::new(LiveSettings {
         generation: std::sync::atomic::AtomicU64::new(0),
         settings: std::sync::RwLock::new(settings.clone()),

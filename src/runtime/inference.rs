@@ -3,13 +3,14 @@
 //! `check-config`, reloads and the TensorRT start-up, so none of them reach
 //! into the daemon for it.
 
+use crate::base::issue::Issue;
 use crate::config::Config;
 use crate::infer::budget::MemoryPlan;
 use crate::infer::detector::DetectorSettings;
 use crate::infer::model::LoadedModel;
 use crate::infer::onnxruntime::OrtModel;
 use crate::infer::tract::use_multithreaded_matmul;
-use crate::infer::Backend;
+use crate::infer::{Backend, InferError};
 
 /// Why the detector's settings cannot be made from a config and its model.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,22 @@ pub enum SettingsError {
     /// `decode.classes` names something that is not a label.
     #[error("decode.classes: {0}")]
     Classes(crate::postprocess::labels::LabelError),
+}
+
+impl SettingsError {
+    /// The same problem as the key the operator changes.
+    pub fn issue(&self) -> Issue {
+        let key = match self {
+            SettingsError::Labels(_) | SettingsError::Count { .. } => "model.labels",
+            SettingsError::Classes(_) => "decode.classes",
+        };
+        let full = self.to_string();
+        let reason = full
+            .strip_prefix(key)
+            .and_then(|r| r.strip_prefix(": "))
+            .unwrap_or(&full);
+        Issue::new(key, reason)
+    }
 }
 
 /// Detector settings derived from the configuration, its memory plan and the
@@ -78,7 +95,7 @@ pub fn detector_settings(
 pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> {
     let plan = config
         .memory_plan()
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.reason))?;
+        .map_err(|e| Issue::new(e.key, e.reason))?;
     crate::infer::budget::release_large_buffers();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -91,7 +108,8 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
     let mut model = LoadedModel::load(
         &config.model,
         crate::infer::shapes::warm(&config.model, &config.tiling),
-    )?;
+    )
+    .map_err(model_issue)?;
     if config.model.backend == Backend::Onnxruntime {
         let threads = (cores / plan.workers.max(1)).max(1);
         match open_onnxruntime(config, &model, threads) {
@@ -125,6 +143,17 @@ pub fn load_model(config: &Config) -> anyhow::Result<(LoadedModel, MemoryPlan)> 
         model.input.1
     );
     Ok((model, plan))
+}
+
+/// A model file that does not load, or whose layout does not fit its
+/// family, is the operator's `model.path` to change (exit 2); a failed run
+/// is not.
+fn model_issue(e: InferError) -> anyhow::Error {
+    match e {
+        InferError::Load { reason, .. } => Issue::new("model.path", reason).into(),
+        InferError::Layout { .. } => Issue::new("model.path", e.to_string()).into(),
+        InferError::Run { .. } => e.into(),
+    }
 }
 
 /// ONNX Runtime for `model`, or why not, in one line.

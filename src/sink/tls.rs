@@ -7,21 +7,25 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-/// A failed TLS setting, as (config key, reason).
-pub type TlsProblem = (&'static str, String);
+/// A failed TLS setting: its key within `[mqtt]` and why.
+pub type TlsProblem = crate::base::issue::Issue;
+use crate::base::issue::Issue;
 
 fn certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsProblem> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| (key, format!("cannot read {} ({e})", path.display())))?
+        .map_err(|e| Issue::new(key, format!("cannot read {} ({e})", path.display())))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            (
+            Issue::new(
                 key,
                 format!("{} is not a PEM certificate file ({e})", path.display()),
             )
         })?;
     if certs.is_empty() {
-        return Err((key, format!("{} holds no PEM certificate", path.display())));
+        return Err(Issue::new(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
     }
     Ok(certs)
 }
@@ -47,7 +51,7 @@ pub fn client_config(cfg: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsProblem
             for cert in certs("ca_file", ca)? {
                 roots
                     .add(cert)
-                    .map_err(|e| ("ca_file", format!("{}: {e}", ca.display())))?;
+                    .map_err(|e| Issue::new("ca_file", format!("{}: {e}", ca.display())))?;
             }
         }
         None => {
@@ -55,9 +59,9 @@ pub fn client_config(cfg: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsProblem
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err((
+                return Err(Issue::new(
                     "ca_file",
-                    "no system CA certificates found; set mqtt.ca_file to the broker's CA".into(),
+                    "no system CA certificates found; set mqtt.ca_file to the broker's CA",
                 ));
             }
         }
@@ -65,14 +69,14 @@ pub fn client_config(cfg: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsProblem
     let builder =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| ("url", format!("TLS setup failed: {e}")))?
+            .map_err(|e| Issue::new("url", format!("TLS setup failed: {e}")))?
             .with_root_certificates(roots);
     let config = match (cfg.client_cert, cfg.client_key) {
         (Some(cert), Some(key)) => {
             crate::base::secrets::refuse_world_readable(key)
-                .map_err(|e| ("client_key", e.to_string()))?;
+                .map_err(|e| Issue::new("client_key", e.to_string()))?;
             let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                (
+                Issue::new(
                     "client_key",
                     format!("{} is not a PEM private key ({e})", key.display()),
                 )
@@ -80,7 +84,7 @@ pub fn client_config(cfg: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsProblem
             builder
                 .with_client_auth_cert(certs("client_cert", cert)?, key_der)
                 .map_err(|e| {
-                    (
+                    Issue::new(
                         "client_cert",
                         format!("certificate and key do not go together: {e}"),
                     )
@@ -88,15 +92,15 @@ pub fn client_config(cfg: &TlsFiles<'_>) -> Result<Arc<ClientConfig>, TlsProblem
         }
         (None, None) => builder.with_no_client_auth(),
         (Some(_), None) => {
-            return Err((
+            return Err(Issue::new(
                 "client_key",
-                "client_cert is set but client_key is not".into(),
+                "client_cert is set but client_key is not",
             ))
         }
         (None, Some(_)) => {
-            return Err((
+            return Err(Issue::new(
                 "client_cert",
-                "client_key is set but client_cert is not".into(),
+                "client_key is set but client_cert is not",
             ))
         }
     };

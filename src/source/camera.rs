@@ -4,6 +4,7 @@
 //! streaming loop through replay files) is tested here and in
 //! `tests/it/camera_replay.rs`; the ioctls themselves need a device.
 
+use crate::base::issue::Issue;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -131,11 +132,11 @@ impl CameraConfig {
         // Device paths are absolute by nature; nothing is relative to the config.
     }
 
-    /// Problems as (key within the source, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within the source.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         if !self.device.is_absolute() {
-            out.push((
+            out.push(Issue::new(
                 "device",
                 format!(
                     "{} is not an absolute path; use /dev/videoN or /dev/v4l/by-id/… (`edgewatch cameras` lists them)",
@@ -144,24 +145,27 @@ impl CameraConfig {
             ));
         }
         if self.width == 0 || self.height == 0 {
-            out.push(("width", "width and height must be above 0".into()));
+            out.push(Issue::new("width", "width and height must be above 0"));
         }
         if let Some(fps) = self.fps {
             if !(fps > 0.0 && fps.is_finite()) {
-                out.push(("fps", format!("{fps} is not a positive rate")));
+                out.push(Issue::new("fps", format!("{fps} is not a positive rate")));
             }
         }
         if self.every_nth == 0 {
-            out.push(("every_nth", "must be at least 1".into()));
+            out.push(Issue::new("every_nth", "must be at least 1"));
         }
         if !(2..=32).contains(&self.buffers) {
-            out.push(("buffers", format!("{} is outside 2..=32", self.buffers)));
+            out.push(Issue::new(
+                "buffers",
+                format!("{} is outside 2..=32", self.buffers),
+            ));
         }
         if self.frame_timeout_s == 0 {
-            out.push(("frame_timeout_s", "must be at least 1 second".into()));
+            out.push(Issue::new("frame_timeout_s", "must be at least 1 second"));
         }
         if self.reconnect_max_s == 0 {
-            out.push(("reconnect_max_s", "must be at least 1 second".into()));
+            out.push(Issue::new("reconnect_max_s", "must be at least 1 second"));
         }
         out
     }
@@ -505,7 +509,7 @@ mod tests {
         assert!(c.validate().is_empty());
         let c = config("name = \"c\"\ndevice = \"video0\"\nfps = 0\nevery_nth = 0\nbuffers = 1")
             .unwrap();
-        let keys: Vec<&str> = c.validate().iter().map(|(k, _)| *k).collect();
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(keys, ["device", "fps", "every_nth", "buffers"]);
         let e = config("name = \"c\"\ndevice = \"/dev/video0\"\nformat = \"h264\"").unwrap_err();
         assert!(e.to_string().contains("h264"), "{e}");

@@ -2,6 +2,7 @@
 //! failed` by rename, so every file is in exactly one place and a crash never
 //! loses one: files left in `.processing` are re-queued at start-up.
 
+use crate::base::issue::Issue;
 use crate::base::shutdown::Shutdown;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,34 +86,34 @@ impl FolderConfig {
         }
     }
 
-    /// Problems as (key within the source, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within the source.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         let p = self.paths();
         if p.done == p.inbox || p.done.starts_with(&p.inbox) {
-            out.push((
+            out.push(Issue::new(
                 "done",
                 format!("{} must not be the inbox or inside it", p.done.display()),
             ));
         }
         if p.failed == p.inbox || p.failed.starts_with(&p.inbox) {
-            out.push((
+            out.push(Issue::new(
                 "failed",
                 format!("{} must not be the inbox or inside it", p.failed.display()),
             ));
         }
         if p.failed == p.done {
-            out.push(("failed", "must differ from `done`".into()));
+            out.push(Issue::new("failed", "must differ from `done`"));
         }
         if self.rescan_s == 0 {
-            out.push(("rescan_s", "must be at least 1 second".into()));
+            out.push(Issue::new("rescan_s", "must be at least 1 second"));
         }
         for (key, dir) in [("path", &p.inbox), ("done", &p.done), ("failed", &p.failed)] {
             if let Some(file) = dir
                 .ancestors()
                 .find(|a| a.is_file() || (a == dir && a.exists() && !a.is_dir()))
             {
-                out.push((
+                out.push(Issue::new(
                     key,
                     format!(
                         "{} cannot be a folder: {} is a file, not a directory",
@@ -671,7 +672,7 @@ mod tests {
             done: Some("/var/lib/edgewatch/inbox/done".into()),
             ..cfg
         };
-        assert_eq!(bad.validate()[0].0, "done");
+        assert_eq!(bad.validate()[0].key, "done");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Frame sources. Each `[[source]]` table becomes one source.
 
+use crate::base::issue::Issue;
 pub mod camera;
 pub mod folder;
 pub mod latest;
@@ -278,7 +279,7 @@ impl SourceConfig {
 /// Problems across all sources as (dotted key, reason): names must be unique
 /// topic segments, no two folders may share a directory and no two cameras
 /// a device.
-pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
+pub fn validate_sources(sources: &[SourceConfig]) -> Vec<Issue> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
     let mut dirs: Vec<(PathBuf, String)> = Vec::new();
@@ -287,9 +288,9 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
         if let Err(reason) =
             crate::base::topic::check_segment(source.name()).map_err(|e| e.to_string())
         {
-            out.push((key("name"), reason));
+            out.push(Issue::new(key("name"), reason));
         } else if !names.insert(source.name().to_string()) {
-            out.push((
+            out.push(Issue::new(
                 key("name"),
                 format!(
                     "{:?} is used by another source; names must be unique",
@@ -299,9 +300,11 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
         }
         match source {
             SourceConfig::Folder(f) => {
-                for (k, reason) in f.validate() {
-                    out.push((key(k), reason));
-                }
+                out.extend(
+                    f.validate()
+                        .into_iter()
+                        .map(|issue| issue.within(&format!("source[{i}]"))),
+                );
                 let paths = f.paths();
                 for (k, dir) in [
                     ("path", paths.inbox),
@@ -309,7 +312,7 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
                     ("failed", paths.failed),
                 ] {
                     if let Some((_, other)) = dirs.iter().find(|(d, _)| *d == dir) {
-                        out.push((
+                        out.push(Issue::new(
                             key(k),
                             format!("{} is already used as {other}; give each folder its own directories", dir.display()),
                         ));
@@ -318,11 +321,13 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
                 }
             }
             SourceConfig::Camera(c) => {
-                for (k, reason) in c.validate() {
-                    out.push((key(k), reason));
-                }
+                out.extend(
+                    c.validate()
+                        .into_iter()
+                        .map(|issue| issue.within(&format!("source[{i}]"))),
+                );
                 if let Some((_, other)) = dirs.iter().find(|(d, _)| *d == c.device) {
-                    out.push((
+                    out.push(Issue::new(
                         key("device"),
                         format!(
                             "{} is already used by {other}; a device streams to one source",
@@ -333,20 +338,26 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Vec<(String, String)> {
                 dirs.push((c.device.clone(), key("device")));
             }
             SourceConfig::Replay(r) => {
-                for (k, reason) in r.validate() {
-                    out.push((key(k), reason));
-                }
+                out.extend(
+                    r.validate()
+                        .into_iter()
+                        .map(|issue| issue.within(&format!("source[{i}]"))),
+                );
             }
             SourceConfig::Rtsp(r) => {
-                for (k, reason) in r.validate() {
-                    out.push((key(k), reason));
-                }
+                out.extend(
+                    r.validate()
+                        .into_iter()
+                        .map(|issue| issue.within(&format!("source[{i}]"))),
+                );
             }
         }
         if let Some(keys) = source.stream_keys() {
-            for (k, reason) in keys.validate() {
-                out.push((key(&k), reason));
-            }
+            out.extend(
+                keys.validate()
+                    .into_iter()
+                    .map(|issue| issue.within(&format!("source[{i}]"))),
+            );
         }
     }
     out

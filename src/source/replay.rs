@@ -8,6 +8,7 @@
 //! time since the first frame in microseconds (u64), its length (u32) and
 //! its bytes, exactly as the device delivered them.
 
+use crate::base::issue::Issue;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -64,15 +65,15 @@ impl ReplayConfig {
         resolve(&mut self.path);
     }
 
-    /// Problems as (key within the source, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within the source.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         if self.every_nth == 0 {
-            out.push(("every_nth", "must be at least 1".into()));
+            out.push(Issue::new("every_nth", "must be at least 1"));
         }
         if let Some(fps) = self.fps {
             if !(fps > 0.0 && fps.is_finite()) {
-                out.push(("fps", format!("{fps} is not a positive rate")));
+                out.push(Issue::new("fps", format!("{fps} is not a positive rate")));
             }
         }
         out

@@ -6,6 +6,7 @@
 //! streams are described by the camera but cannot be decoded: they are
 //! refused with what to change on the camera.
 
+use crate::base::issue::Issue;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -104,53 +105,53 @@ impl RtspConfig {
         }
     }
 
-    /// Problems as (key within the source, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within the source.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         match url::Url::parse(&self.url) {
-            Ok(u) if u.scheme() != "rtsp" => out.push((
+            Ok(u) if u.scheme() != "rtsp" => out.push(Issue::new(
                 "url",
                 format!("{:?} is not rtsp://host:554/path", self.url),
             )),
-            Ok(u) if u.password().is_some() || !u.username().is_empty() => out.push((
+            Ok(u) if u.password().is_some() || !u.username().is_empty() => out.push(Issue::new(
                 "url",
-                "holds credentials, which would be logged; put the user in `username` and the password in `password_file`".into(),
+                "holds credentials, which would be logged; put the user in `username` and the password in `password_file`",
             )),
             Ok(u) if u.host_str().is_none() => {
-                out.push(("url", format!("{:?} names no host", self.url)))
+                out.push(Issue::new("url", format!("{:?} names no host", self.url)))
             }
             Ok(_) => {}
-            Err(e) => out.push((
+            Err(e) => out.push(Issue::new(
                 "url",
                 format!("{:?} is not a URL ({e}); expected rtsp://host:554/path", self.url),
             )),
         }
         if self.password_file.is_some() && self.password_env.is_some() {
-            out.push((
+            out.push(Issue::new(
                 "password_env",
-                "set either password_file or password_env, not both".into(),
+                "set either password_file or password_env, not both",
             ));
         }
         if (self.password_file.is_some() || self.password_env.is_some()) && self.username.is_none()
         {
-            out.push(("username", "a password needs a username".into()));
+            out.push(Issue::new("username", "a password needs a username"));
         }
         if let Some(fps) = self.fps {
             if !(fps > 0.0 && fps.is_finite()) {
-                out.push(("fps", format!("{fps} is not a positive rate")));
+                out.push(Issue::new("fps", format!("{fps} is not a positive rate")));
             }
         }
         if self.every_nth == 0 {
-            out.push(("every_nth", "must be at least 1".into()));
+            out.push(Issue::new("every_nth", "must be at least 1"));
         }
         if self.width == 0 || self.height == 0 {
-            out.push(("width", "width and height must be above 0".into()));
+            out.push(Issue::new("width", "width and height must be above 0"));
         }
         if self.frame_timeout_s == 0 {
-            out.push(("frame_timeout_s", "must be at least 1 second".into()));
+            out.push(Issue::new("frame_timeout_s", "must be at least 1 second"));
         }
         if self.reconnect_max_s == 0 {
-            out.push(("reconnect_max_s", "must be at least 1 second".into()));
+            out.push(Issue::new("reconnect_max_s", "must be at least 1 second"));
         }
         out
     }

@@ -3,6 +3,7 @@
 //! snapshots. Flattened into each stream kind's table, so they are written
 //! once and checked once.
 
+use crate::base::issue::Issue;
 use serde::Deserialize;
 
 use crate::events::config::{
@@ -71,18 +72,13 @@ impl StreamKeys {
         })
     }
 
-    /// Problems as (key within the source, reason).
-    pub fn validate(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .scene()
-            .validate()
-            .into_iter()
-            .map(|(k, r)| (k.to_string(), r))
-            .collect();
+    /// Problems, keyed within the source.
+    pub fn validate(&self) -> Vec<Issue> {
+        let mut out = self.scene().validate();
         let refresh = self.motion_refresh_s;
         if !(refresh.is_finite() && refresh > 0.0) {
-            out.push((
-                "motion_refresh_s".into(),
+            out.push(Issue::new(
+                "motion_refresh_s",
                 format!("{refresh} is not a positive number of seconds"),
             ));
         }

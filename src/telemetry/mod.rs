@@ -1,5 +1,6 @@
 //! Telemetry: logging, Prometheus metrics and the health endpoint.
 
+use crate::base::issue::Issue;
 pub mod http;
 mod logging;
 pub mod metrics;
@@ -18,10 +19,10 @@ pub struct TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    /// Problems as (key within `[telemetry]`, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within `[telemetry]`.
+    pub fn validate(&self) -> Vec<Issue> {
         match &self.listen {
-            Some(addr) if addr.parse::<std::net::SocketAddr>().is_err() => vec![(
+            Some(addr) if addr.parse::<std::net::SocketAddr>().is_err() => vec![Issue::new(
                 "listen",
                 format!("{addr:?} is not an address and port, e.g. \"127.0.0.1:9108\""),
             )],

@@ -266,9 +266,11 @@ fn fails_with(cfg: &Path, needles: &[&str]) {
     let out = detect(cfg, &[&img]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    // Every configuration error, found in the file or only by the model,
+    // is said one way: `config error: FILE:LINE: key `…`: why`.
     let errors: Vec<&str> = err
         .lines()
-        .filter(|l| l.starts_with("edgewatch: "))
+        .filter(|l| l.starts_with("config error: "))
         .collect();
     assert_eq!(errors.len(), 1, "one error line: {err}");
     for n in needles {

@@ -1,6 +1,7 @@
 //! The `[tensorrt]` section, and the decisions made from it and the machine:
 //! precision, workspace, tactic sources, host memory, profile shapes.
 
+use crate::base::issue::Issue;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -96,11 +97,11 @@ impl Default for TensorrtConfig {
 }
 
 impl TensorrtConfig {
-    /// Problems as (key within `[tensorrt]`, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within `[tensorrt]`.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         if !(16..=65536).contains(&self.workspace_mb) {
-            out.push((
+            out.push(Issue::new(
                 "workspace_mb",
                 format!(
                     "{} is not between 16 and 65536; 256 suits a Nano",
@@ -109,19 +110,19 @@ impl TensorrtConfig {
             ));
         }
         if !(self.max_mean_diff > 0.0 && self.max_mean_diff <= 1.0) {
-            out.push((
+            out.push(Issue::new(
                 "max_mean_diff",
                 format!("{} is not in (0, 1]; try 0.02", self.max_mean_diff),
             ));
         }
         if !(self.min_agreement >= 0.0 && self.min_agreement <= 1.0) {
-            out.push((
+            out.push(Issue::new(
                 "min_agreement",
                 format!("{} is not in [0, 1]; try 0.9", self.min_agreement),
             ));
         }
         if self.build_timeout_s < 60 {
-            out.push((
+            out.push(Issue::new(
                 "build_timeout_s",
                 format!(
                     "{} s is too short for any build; a Nano takes minutes, try 3600",
@@ -131,7 +132,7 @@ impl TensorrtConfig {
         }
         if let Some(p) = &self.reference_image {
             if !p.is_file() {
-                out.push((
+                out.push(Issue::new(
                     "reference_image",
                     format!(
                         "{} is not a readable file; leave it out for the generated test card",
@@ -305,7 +306,7 @@ mod tests {
             "workspace_mb = 4\nmax_mean_diff = 0\nmin_agreement = 2\nbuild_timeout_s = 5\nreference_image = \"/nope.png\"",
         )
         .unwrap();
-        let keys: Vec<&str> = bad.validate().iter().map(|(k, _)| *k).collect();
+        let keys: Vec<String> = bad.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(
             keys,
             [

@@ -1,5 +1,6 @@
 //! `[mqtt]`: the keys, their defaults and checks, the broker URL.
 
+use crate::base::issue::Issue;
 use std::path::PathBuf;
 
 use rumqttc::QoS;
@@ -118,17 +119,17 @@ impl MqttConfig {
         }
     }
 
-    /// Problems as (key within `[mqtt]`, reason).
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    /// Problems, keyed within `[mqtt]`.
+    pub fn validate(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         if let Err(e) = self.broker() {
-            out.push(("url", e.to_string()));
+            out.push(Issue::new("url", e.to_string()));
         }
         if self.topic_prefix.is_empty()
             || self.topic_prefix.contains(['+', '#'])
             || self.topic_prefix.ends_with('/')
         {
-            out.push((
+            out.push(Issue::new(
                 "topic_prefix",
                 format!(
                     "{:?} must be non-empty, without '+' or '#', and not end in '/'",
@@ -139,31 +140,34 @@ impl MqttConfig {
         if let Err(why) =
             crate::base::topic::check_segment(&self.homeassistant_prefix).map_err(|e| e.to_string())
         {
-            out.push(("homeassistant_prefix", why));
+            out.push(Issue::new("homeassistant_prefix", why));
         }
         if self.qos > 1 {
-            out.push(("qos", format!("{} is not supported; use 0 or 1", self.qos)));
+            out.push(Issue::new(
+                "qos",
+                format!("{} is not supported; use 0 or 1", self.qos),
+            ));
         }
         if !(5..=3600).contains(&self.keep_alive_s) {
-            out.push((
+            out.push(Issue::new(
                 "keep_alive_s",
                 format!("{} is outside 5..=3600 seconds", self.keep_alive_s),
             ));
         }
         if self.outbox_max_mb.is_nan() || self.outbox_max_mb <= 0.0 {
-            out.push((
+            out.push(Issue::new(
                 "outbox_max_mb",
                 format!("{} must be greater than 0", self.outbox_max_mb),
             ));
         }
         if self.password_file.is_some() && self.username.is_none() {
-            out.push((
+            out.push(Issue::new(
                 "username",
-                "password_file is set but username is not".into(),
+                "password_file is set but username is not",
             ));
         }
         if let Err(e) = self.password() {
-            out.push(("password_file", e.to_string()));
+            out.push(Issue::new("password_file", e.to_string()));
         }
         match self.broker() {
             Ok(b) if b.tls => {
@@ -178,7 +182,7 @@ impl MqttConfig {
                     ("client_key", self.client_key.is_some()),
                 ] {
                     if set {
-                        out.push((
+                        out.push(Issue::new(
                             key,
                             format!(
                                 "is set but the url is not TLS; use mqtts://{}",
@@ -312,7 +316,7 @@ mod tests {
             let e = cfg(url).broker().unwrap_err().to_string();
             assert!(!e.contains("s3"), "{e}");
             assert!(e.contains("***@"), "{e}");
-            assert!(!cfg(url).validate().iter().any(|(_, r)| r.contains("s3")));
+            assert!(!cfg(url).validate().iter().any(|i| i.reason.contains("s3")));
         }
         assert_eq!(redacted("mqtt://a:b@h:1/p@q"), "mqtt://***@h:1/p@q");
         assert_eq!(redacted("mqtt://h:1"), "mqtt://h:1");
@@ -372,7 +376,7 @@ mod tests {
 
     #[test]
     fn tls_settings_are_checked_against_the_url_and_each_other() {
-        let keys = |c: MqttConfig| c.validate().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let keys = |c: MqttConfig| c.validate().into_iter().map(|i| i.key).collect::<Vec<_>>();
         let plain_with_ca = MqttConfig {
             ca_file: Some("/x/ca.pem".into()),
             ..cfg("mqtt://b:1883")
@@ -383,9 +387,9 @@ mod tests {
             ..cfg("mqtts://b")
         };
         let problems = missing_ca.validate();
-        assert_eq!(problems[0].0, "ca_file");
+        assert_eq!(problems[0].key, "ca_file");
         assert!(
-            problems[0].1.contains("/nonexistent/ca.pem"),
+            problems[0].reason.contains("/nonexistent/ca.pem"),
             "{problems:?}"
         );
         let dir = tempfile::tempdir().unwrap();
@@ -406,7 +410,7 @@ mod tests {
             keep_alive_s: 1,
             ..cfg("http://x")
         };
-        let keys: Vec<_> = c.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = c.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(keys, vec!["url", "topic_prefix", "qos", "keep_alive_s"]);
     }
 }

@@ -63,7 +63,7 @@ impl SessionSettings {
         opts.set_max_packet_size(16 << 20, 16 << 20);
         if addr.tls {
             let tls = crate::sink::tls::client_config(&cfg.tls_files())
-                .map_err(|(key, why)| format!("mqtt.{key}: {why}"))?;
+                .map_err(|issue| issue.within("mqtt").to_string())?;
             opts.set_transport(rumqttc::Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(tls),
             ));
