@@ -23,7 +23,7 @@ pub fn build_engine(path: &Path) -> ExitCode {
     }
     #[cfg(feature = "tensorrt")]
     {
-        match crate::runtime::tensorrt::build_engine(&config) {
+        match crate::runtime::engine_build::build_engine(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edgewatch: {e:#}");

@@ -97,8 +97,16 @@ pub fn run(
     });
     let engines = Arc::new(crate::infer::EngineSlot::new(model.engines.clone()));
     #[cfg(feature = "tensorrt")]
-    let mut gpu =
-        crate::runtime::tensorrt::Startup::begin(config_path, &config, &model, &engines, &metrics)?;
+    let switched =
+        |old: &'static str| metrics.backend_switched(old, crate::infer::Backend::Tensorrt.label());
+    #[cfg(feature = "tensorrt")]
+    let mut gpu = crate::infer::tensorrt::startup::Startup::begin(
+        build_engine_command(config_path)?,
+        crate::runtime::inference::tensorrt_sections(&config),
+        &model,
+        &engines,
+        &switched,
+    )?;
     let mut pool = WorkerPool::start(
         WorkerShared {
             rx,
@@ -160,7 +168,12 @@ pub fn run(
         // place does not cost the process a restart.
         pool.replace_hung();
         #[cfg(feature = "tensorrt")]
-        gpu.poll(&config, &model, &engines, &metrics);
+        gpu.poll(
+            crate::runtime::inference::tensorrt_sections(&config),
+            &model,
+            &engines,
+            &switched,
+        );
         notifier.tick(&heartbeats);
         if shutdown.fatal().is_some() {
             shutdown.stop();
@@ -460,4 +473,14 @@ fn join_by(t: JoinHandle<()>, deadline: std::time::Instant) -> bool {
         let _ = t.join();
     }
     finished
+}
+
+/// `edgewatch build-engine --config FILE`, run by this same binary.
+#[cfg(feature = "tensorrt")]
+fn build_engine_command(config_path: &std::path::Path) -> anyhow::Result<std::process::Command> {
+    let exe =
+        std::env::current_exe().context("cannot find the edgewatch binary to build the engine")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("build-engine").arg("--config").arg(config_path);
+    Ok(cmd)
 }

@@ -176,3 +176,14 @@ fn open_onnxruntime(
     )
     .map_err(|e| e.to_string())
 }
+
+/// The config sections TensorRT reads, out of the whole configuration.
+#[cfg(feature = "tensorrt")]
+pub fn tensorrt_sections(config: &Config) -> crate::infer::tensorrt::startup::Sections<'_> {
+    crate::infer::tensorrt::startup::Sections {
+        tensorrt: &config.tensorrt,
+        model: &config.model,
+        tiling: &config.tiling,
+        memory_budget_mb: config.memory_budget_mb,
+    }
+}

@@ -3,10 +3,10 @@
 //! SIGHUP and supervises them all.
 
 pub mod daemon;
+#[cfg(feature = "tensorrt")]
+pub mod engine_build;
 pub mod hugepages;
 pub mod inference;
 pub mod reload;
 pub mod seams;
-#[cfg(feature = "tensorrt")]
-pub mod tensorrt;
 pub mod workers;

@@ -15,6 +15,8 @@ pub mod settings;
 
 #[cfg(feature = "tensorrt")]
 pub mod engine;
+#[cfg(feature = "tensorrt")]
+pub mod startup;
 
 /// The TensorRT headers the shim in this binary was compiled against (none
 /// without the feature).
