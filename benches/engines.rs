@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edgewatch::infer::onnxruntime::{engine, OrtModel};
-use edgewatch::infer::tract::TractModel;
+use edgewatch::infer::onnxruntime::{self, OrtModel};
+use edgewatch::infer::TractModel;
 use edgewatch::infer::{Engine, EngineFactory, TensorBatch};
 
 const SHAPES: [(usize, usize); 2] = [(960, 960), (1088, 1920)];
@@ -40,7 +40,7 @@ fn engines(c: &mut Criterion) {
     let model = root.join("engines/ppocr-det-v4.onnx");
     let tract = TractModel::load(&model).expect("engines/fetch-models.sh fetches the model");
     let library = root.join("engines/onnxruntime/libonnxruntime.so");
-    let runtime = engine::open(&library)
+    let runtime = onnxruntime::open(&library)
         .unwrap_or_else(|e| panic!("{e} (engines/fetch-onnxruntime.sh fetches it)"));
     let ort = OrtModel::load(runtime, &model, tract.input_spec().clone(), 1).unwrap();
     let mut engines: Vec<(&str, Box<dyn Engine>)> = vec![

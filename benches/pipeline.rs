@@ -14,13 +14,13 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edgewatch::infer::model::LoadedModel;
-use edgewatch::infer::preprocess::{decode_file, whole_frame_size, Preprocessor};
-use edgewatch::infer::tiling::{TilePlan, TilingConfig};
+use edgewatch::infer::LoadedModel;
+use edgewatch::infer::{decode_file, whole_frame_size, Preprocessor};
 use edgewatch::infer::{Engine, ModelConfig};
+use edgewatch::infer::{TilePlan, TilingConfig};
 use edgewatch::postprocess::db::{self, ProbMap};
 use edgewatch::postprocess::DecodeConfig;
-use edgewatch::sink::outbox::Outbox;
+use edgewatch::sink::Outbox;
 use message::sample_message;
 
 /// A seeded JPEG with text, written once per run.
@@ -139,8 +139,8 @@ fn sink(c: &mut Criterion) {
 /// A camera frame into a pooled RGB buffer: what each inferred frame costs
 /// before the model sees it.
 fn camera_convert(c: &mut Criterion) {
-    use edgewatch::source::pixels::{Converter, PixelFormat};
-    use edgewatch::source::record::encode_frame;
+    use edgewatch::source::encode_frame;
+    use edgewatch::source::{Converter, PixelFormat};
     let (img, _) = textimg::render(1920, 1080, 7, 12, 18, 40);
     let mut out = image::RgbImage::new(1920, 1080);
     let mut conv = Converter::new();
@@ -154,8 +154,7 @@ fn camera_convert(c: &mut Criterion) {
         });
     }
     // UVC cameras leave the standard Huffman tables out.
-    let bare =
-        edgewatch::source::pixels::without_huffman_tables(&encode_frame(&img, PixelFormat::Mjpeg));
+    let bare = edgewatch::source::without_huffman_tables(&encode_frame(&img, PixelFormat::Mjpeg));
     c.bench_function("camera-convert/mjpeg-no-dht/1080p", |b| {
         b.iter(|| {
             conv.convert(PixelFormat::Mjpeg, 1920, 1080, black_box(&bare), &mut out)

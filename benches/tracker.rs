@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edgewatch::events::config::{default_publish, EventsConfig, SceneConfig, ZoneConfig};
-use edgewatch::events::scene::SceneTracker;
+use edgewatch::events::SceneTracker;
+use edgewatch::events::{default_publish, EventsConfig, SceneConfig, ZoneConfig};
 use edgewatch::postprocess::Detection;
 
 fn frame_dets(i: u64, n: usize) -> Vec<Detection> {

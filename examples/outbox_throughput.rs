@@ -7,7 +7,7 @@ mod message;
 
 use std::time::{Duration, Instant};
 
-use edgewatch::sink::mqtt::{MqttConfig, MqttSink};
+use edgewatch::sink::{MqttConfig, MqttSink};
 use message::sample_message;
 
 fn main() {

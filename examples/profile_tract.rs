@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgewatch::infer::tract::TractModel;
+use edgewatch::infer::TractModel;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::eval;
 

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 /// Big buffers on huge pages, returned to the system when freed
 /// (`src/runtime/hugepages.rs`).
 #[global_allocator]
-static ALLOC: edgewatch::runtime::hugepages::HugePageAlloc =
-    edgewatch::runtime::hugepages::HugePageAlloc;
+static ALLOC: edgewatch::runtime::HugePageAlloc = edgewatch::runtime::HugePageAlloc;
 
 fn main() -> ExitCode {
-    edgewatch::cli::main(edgewatch::runtime::seams::Seams::default())
+    edgewatch::cli::main(edgewatch::runtime::Seams::default())
 }

@@ -3,13 +3,17 @@
 //! secrets, configuration issues and where a key sits in its file, and
 //! one-line reasons.
 
-pub mod backoff;
-pub mod config_spans;
-pub mod frame;
-pub mod heartbeats;
-pub mod issue;
-pub mod restart;
-pub mod secrets;
-pub mod shutdown;
-pub mod text;
-pub mod topic;
+pub(crate) mod backoff;
+pub(crate) mod config_spans;
+pub(crate) mod frame;
+pub(crate) mod heartbeats;
+pub(crate) mod issue;
+pub(crate) mod restart;
+pub(crate) mod secrets;
+pub(crate) mod shutdown;
+pub(crate) mod text;
+pub(crate) mod topic;
+
+pub use frame::FrameMeta;
+pub use issue::{ConfigError, Issue};
+pub use shutdown::Shutdown;

@@ -3,13 +3,13 @@
 //! place that turns an error into an exit status. `src/main.rs` calls
 //! [`main`] with no seams; a test binary calls it with its own engine.
 
-pub mod build_engine;
-pub mod cameras;
-pub mod check_config;
-pub mod detect;
-pub mod record;
-pub mod rtsp_reader;
-pub mod run;
+pub(crate) mod build_engine;
+pub(crate) mod cameras;
+pub(crate) mod check_config;
+pub(crate) mod detect;
+pub(crate) mod record;
+pub(crate) mod rtsp_reader;
+pub(crate) mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -3,9 +3,12 @@
 //! and the objects-present state. Sits between inference and the sink: it
 //! takes detections and frames, and hands back messages to publish.
 
-pub mod config;
-pub mod message;
-pub mod scene;
-pub mod snapshot;
-pub mod tracker;
-pub mod zones;
+pub(crate) mod config;
+pub(crate) mod message;
+pub(crate) mod scene;
+pub(crate) mod snapshot;
+pub(crate) mod tracker;
+pub(crate) mod zones;
+
+pub use config::{default_publish, EventsConfig, SceneConfig, ZoneConfig};
+pub use scene::SceneTracker;

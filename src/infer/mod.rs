@@ -2,21 +2,21 @@
 //! that is shared by all backends (pre-processing, the whole-frame detector).
 
 use crate::base::issue::Issue;
-pub mod budget;
-pub mod choice;
-pub mod decoded;
-pub mod detector;
-pub mod grey;
-pub mod guided;
-pub mod model;
+pub(crate) mod budget;
+pub(crate) mod choice;
+pub(crate) mod decoded;
+pub(crate) mod detector;
+pub(crate) mod grey;
+pub(crate) mod guided;
+pub(crate) mod model;
 pub mod onnxruntime;
-pub mod preprocess;
-pub mod scaled_decode;
-pub mod shapes;
+pub(crate) mod preprocess;
+pub(crate) mod scaled_decode;
+pub(crate) mod shapes;
 pub mod tensorrt;
-pub mod tile_reuse;
-pub mod tiling;
-pub mod tract;
+pub(crate) mod tile_reuse;
+pub(crate) mod tiling;
+pub(crate) mod tract;
 
 use std::path::PathBuf;
 
@@ -25,6 +25,12 @@ use serde::Deserialize;
 // The family lives with the decoders it chooses; named here too, as the
 // model's configuration uses it.
 pub use crate::postprocess::Family;
+pub use detector::{Detector, DetectorSettings, FrameResult, Timing};
+pub use model::{LoadedModel, ModelInfo};
+pub use preprocess::{decode_file, whole_frame_size, Preprocessor};
+pub use shapes::{profile, warm};
+pub use tiling::{TilePlan, TilingConfig, TilingMode};
+pub use tract::TractModel;
 
 /// `input = { width = 640, height = 640 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

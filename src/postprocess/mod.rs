@@ -2,15 +2,18 @@
 //! frame pixels (`[decode]` in the configuration holds their thresholds;
 //! "decode" elsewhere means decoding image files).
 
-pub mod classify;
+pub(crate) mod classify;
 mod config;
 pub mod db;
-pub mod labels;
-pub mod merge;
-pub mod placement;
-pub mod yolo;
+pub(crate) mod labels;
+pub(crate) mod merge;
+pub(crate) mod placement;
+pub(crate) mod yolo;
 
+pub use classify::ClassifyHead;
 pub use config::DecodeConfig;
+pub use placement::Placement;
+pub use yolo::YoloHead;
 
 use serde::{Deserialize, Serialize};
 

@@ -2,11 +2,15 @@
 //! inference, starts the sources, the workers and the sink, reloads on
 //! SIGHUP and supervises them all.
 
-pub mod daemon;
+pub(crate) mod daemon;
 #[cfg(feature = "tensorrt")]
-pub mod engine_build;
-pub mod hugepages;
-pub mod inference;
-pub mod reload;
-pub mod seams;
-pub mod workers;
+pub(crate) mod engine_build;
+pub(crate) mod hugepages;
+pub(crate) mod inference;
+pub(crate) mod reload;
+pub(crate) mod seams;
+pub(crate) mod workers;
+
+pub use hugepages::HugePageAlloc;
+pub use inference::{detector_settings, load_model};
+pub use seams::Seams;

@@ -1,7 +1,11 @@
 //! Sinks: the message schema and the MQTT publisher.
 
-pub mod homeassistant;
-pub mod mqtt;
-pub mod outbox;
-pub mod payload;
-pub mod tls;
+pub(crate) mod homeassistant;
+pub(crate) mod mqtt;
+pub(crate) mod outbox;
+pub(crate) mod payload;
+pub(crate) mod tls;
+
+pub use mqtt::{BrokerAddr, MqttConfig, MqttSink, SinkError, SinkStartError, SinkStats};
+pub use outbox::Outbox;
+pub use payload::Message;

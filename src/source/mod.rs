@@ -1,18 +1,18 @@
 //! Frame sources. Each `[[source]]` table becomes one source.
 
 use crate::base::issue::Issue;
-pub mod camera;
-pub mod folder;
-pub mod latest;
-pub mod motion;
-pub mod pixels;
-pub mod record;
-pub mod replay;
-pub mod rtsp;
+pub(crate) mod camera;
+pub(crate) mod folder;
+pub(crate) mod latest;
+pub(crate) mod motion;
+pub(crate) mod pixels;
+pub(crate) mod record;
+pub(crate) mod replay;
+pub(crate) mod rtsp;
 #[cfg(feature = "rtsp")]
-pub mod rtsp_child;
+pub(crate) mod rtsp_child;
 pub mod stream;
-pub mod stream_keys;
+pub(crate) mod stream_keys;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -22,8 +22,13 @@ use serde::Deserialize;
 use camera::CameraConfig;
 use folder::{FolderConfig, FolderJob};
 use latest::FrameTicket;
-use replay::ReplayConfig;
 use rtsp::RtspConfig;
+
+pub use latest::{FramePool, LatestFrame};
+pub use pixels::{without_huffman_tables, Converter, PixelFormat};
+pub use record::encode_frame;
+pub use replay::{ReplayConfig, ReplayHeader, ReplayOpener, ReplayWriter};
+pub use stream_keys::StreamKeys;
 
 /// Pooled frames a stream holds beyond one per worker: the slot and the
 /// frame being converted.

@@ -104,8 +104,12 @@ pub struct Metrics {
     /// Tiles by source and outcome (run, reused).
     pub tiles: Family<FrameLabels, Counter>,
     /// 1 for the backend running frames now, 0 for one it left.
+    // Only the TensorRT start-up switches backends while running.
+    #[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
     pub backend: Family<BackendLabel, Gauge>,
     /// Times the daemon switched backend (CPU to a freshly built engine).
+    // Only the TensorRT start-up switches backends while running.
+    #[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
     pub backend_switches: Counter,
     /// Running camera streams, and the counts already exported from each.
     cameras: std::sync::Mutex<Vec<CameraEntry>>,
@@ -138,6 +142,8 @@ fn help(name: &str) -> &'static str {
 
 impl Metrics {
     /// Frames now run on `to` (it was `from`).
+    // Only the TensorRT start-up switches backends while running.
+    #[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
     pub fn backend_switched(&self, from: &str, to: &str) {
         self.backend
             .get_or_create(&BackendLabel {

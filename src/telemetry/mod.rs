@@ -1,9 +1,9 @@
 //! Telemetry: logging, Prometheus metrics and the health endpoint.
 
 use crate::base::issue::Issue;
-pub mod http;
+pub(crate) mod http;
 mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 
 pub use logging::init_logging;
 

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver};
-use edgewatch::base::shutdown::Shutdown;
-use edgewatch::source::latest::{FramePool, LatestFrame};
-use edgewatch::source::pixels::PixelFormat;
-use edgewatch::source::record::encode_frame;
-use edgewatch::source::replay::{ReplayConfig, ReplayHeader, ReplayOpener, ReplayWriter};
+use edgewatch::base::Shutdown;
+use edgewatch::source::encode_frame;
 use edgewatch::source::stream::{self, FrameOutput, StreamSettings};
 use edgewatch::source::Job;
+use edgewatch::source::PixelFormat;
+use edgewatch::source::{FramePool, LatestFrame};
+use edgewatch::source::{ReplayConfig, ReplayHeader, ReplayOpener, ReplayWriter};
 use image::{Rgb, RgbImage};
 
 /// File descriptors and RSS are per process: these tests run one at a time.
@@ -51,7 +51,7 @@ fn replay(path: &Path, looping: bool, realtime: bool) -> ReplayConfig {
         every_nth: 1,
         looping,
         realtime,
-        stream: edgewatch::source::stream_keys::StreamKeys::default(),
+        stream: edgewatch::source::StreamKeys::default(),
     }
 }
 

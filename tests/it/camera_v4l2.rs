@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use common::fake_v4l2::{fds_and_rss, FakeDevice, FakeV4l2};
 use common::textimg::render;
 use common::{http_get, metric, Broker, Daemon, Subscriber};
-use edgewatch::source::pixels::{without_huffman_tables, PixelFormat};
-use edgewatch::source::record::encode_frame;
-use edgewatch::source::replay::{ReplayHeader, ReplayWriter};
+use edgewatch::source::encode_frame;
+use edgewatch::source::{without_huffman_tables, PixelFormat};
+use edgewatch::source::{ReplayHeader, ReplayWriter};
 use image::RgbImage;
 
 /// Writes `frames` into a replay file at `fps`, each encoded as a camera

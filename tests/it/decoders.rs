@@ -3,10 +3,10 @@
 //! decoder's reading-order sort (a comparator that was not a total order),
 //! and took every other image of the batch with it.
 
-use edgewatch::postprocess::classify::ClassifyHead;
 use edgewatch::postprocess::db::{self, ProbMap};
-use edgewatch::postprocess::placement::Placement;
-use edgewatch::postprocess::yolo::YoloHead;
+use edgewatch::postprocess::ClassifyHead;
+use edgewatch::postprocess::Placement;
+use edgewatch::postprocess::YoloHead;
 use edgewatch::postprocess::{DecodeConfig, Detection};
 use proptest::prelude::*;
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::textimg;
 use common::{Broker, Daemon, Subscriber};
-use edgewatch::source::pixels::PixelFormat;
-use edgewatch::source::replay::{ReplayHeader, ReplayWriter};
+use edgewatch::source::PixelFormat;
+use edgewatch::source::{ReplayHeader, ReplayWriter};
 
 const FPS: f64 = 5.0;
 

@@ -232,3 +232,58 @@ fn no_public_fn_returns_a_string_error_and_no_test_switch_is_in_src() {
         vec!["a -> Result<Vec<u8>, String>".to_string()]
     );
 }
+
+/// Every `pub mod` inside a folder: the folder's face is its `pub use`
+/// lines, so a new submodule is `pub(crate)` unless it is named here.
+fn public_submodules(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in rust_files(&root.join("src")) {
+        if file.file_name().and_then(|n| n.to_str()) != Some("mod.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let folder = file
+            .parent()
+            .unwrap()
+            .strip_prefix(root.join("src"))
+            .unwrap()
+            .display()
+            .to_string();
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("pub mod ") {
+                found.push(format!("{folder}/{}", name.trim_end_matches(';')));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn folders_offer_their_face_through_pub_use_not_every_submodule() {
+    // Modules whose functions are the face (db::decode, stream::run), the
+    // two backends' own folders, and TensorRT's, whose items the feature
+    // build uses from outside its folder.
+    let allowed = [
+        "infer/onnxruntime",
+        "infer/tensorrt",
+        "infer/tensorrt/background",
+        "infer/tensorrt/cache",
+        "infer/tensorrt/check",
+        "infer/tensorrt/engine",
+        "infer/tensorrt/ffi",
+        "infer/tensorrt/libs",
+        "infer/tensorrt/settings",
+        "infer/tensorrt/startup",
+        "postprocess/db",
+        "source/stream",
+    ];
+    let extra: Vec<String> = public_submodules(&root())
+        .into_iter()
+        .filter(|m| !allowed.contains(&m.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "make these pub(crate) and `pub use` what other crates need from them: {extra:?}"
+    );
+}

@@ -11,12 +11,12 @@ use std::time::Duration;
 use common::textimg::{iou, recall, render, render_busy, TextBox};
 use common::{Broker, Daemon, Subscriber};
 use edgewatch::config::{Config, Purpose};
-use edgewatch::infer::detector::Detector;
-use edgewatch::infer::model::LoadedModel;
-use edgewatch::infer::onnxruntime::{engine, OrtModel};
-use edgewatch::infer::tiling::{TilingConfig, TilingMode};
+use edgewatch::infer::onnxruntime::{self, OrtModel};
+use edgewatch::infer::Detector;
+use edgewatch::infer::LoadedModel;
 use edgewatch::infer::{Engine, EngineFactory, TensorBatch};
-use edgewatch::runtime::inference::detector_settings;
+use edgewatch::infer::{TilingConfig, TilingMode};
+use edgewatch::runtime::detector_settings;
 
 /// The library `engines/fetch-onnxruntime.sh` installs beside the model.
 fn library() -> PathBuf {
@@ -41,7 +41,7 @@ fn detectors(tiling: TilingConfig) -> (Detector, Detector) {
     let model = LoadedModel::load(&config.model, [1, 3, t, t]).unwrap();
     let settings = detector_settings(&config, 40_000_000, &model).unwrap();
     let ort = OrtModel::load(
-        engine::open(&library()).unwrap(),
+        onnxruntime::open(&library()).unwrap(),
         &config.model.path,
         model.tract.input_spec().clone(),
         2,
@@ -84,7 +84,7 @@ fn onnxruntime_gives_tracts_probability_map_on_the_same_input() {
     let config = Config::from_toml(&toml, Path::new("."), Purpose::Detect).unwrap();
     let model = LoadedModel::load(&config.model, [1, 3, 544, 960]).unwrap();
     let ort = OrtModel::load(
-        engine::open(&library()).unwrap(),
+        onnxruntime::open(&library()).unwrap(),
         &config.model.path,
         model.tract.input_spec().clone(),
         1,

@@ -5,10 +5,10 @@ use crate::common;
 
 use common::textimg::{draw_text, font, iou, recall, render, render_busy, TextBox};
 use edgewatch::config::{Config, Purpose};
-use edgewatch::infer::detector::Detector;
-use edgewatch::infer::model::LoadedModel;
-use edgewatch::infer::tiling::{TilePlan, TilingConfig, TilingMode};
-use edgewatch::runtime::inference::detector_settings;
+use edgewatch::infer::Detector;
+use edgewatch::infer::LoadedModel;
+use edgewatch::infer::{TilePlan, TilingConfig, TilingMode};
+use edgewatch::runtime::detector_settings;
 
 fn detector(tiling: TilingConfig) -> Detector {
     let toml = format!("[model]\npath = {:?}\nworkers = 1\n", common::model_path());
@@ -144,7 +144,7 @@ fn guided_finds_small_labels_on_a_busy_4k_scene_for_a_fraction_of_the_model_pixe
         assert_eq!(truth.len(), 3);
         let t = tiled.detect_rgb(img.clone()).unwrap();
         let g = guided.detect_rgb(img.clone()).unwrap();
-        let found = |r: &edgewatch::infer::detector::FrameResult| -> Vec<[f32; 4]> {
+        let found = |r: &edgewatch::infer::FrameResult| -> Vec<[f32; 4]> {
             r.detections.iter().map(|d| d.bbox).collect()
         };
         let (rt, rg) = (
@@ -180,9 +180,9 @@ fn the_tensorrt_profile_spans_every_tile_the_detector_sends() {
     let toml = format!("[model]\npath = {:?}\n", common::model_path());
     let config = Config::from_toml(&toml, std::path::Path::new("."), Purpose::Detect)
         .expect("the config loads");
-    let warm = edgewatch::infer::shapes::warm(&config.model, &config.tiling);
+    let warm = edgewatch::infer::warm(&config.model, &config.tiling);
     let model = LoadedModel::load(&config.model, warm).expect("load the model");
-    let [min, opt, max] = edgewatch::infer::shapes::profile(&config.model, &config.tiling, &model);
+    let [min, opt, max] = edgewatch::infer::profile(&config.model, &config.tiling, &model);
     assert_eq!(min, [1, 3, 32, 32]);
     assert_eq!(
         opt.map(|d| d as usize),

@@ -9,11 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use edgewatch::infer::{Engine, EngineFactory, InferError, InputSpec, Outputs, TensorBatch};
-use edgewatch::runtime::seams::Seams;
+use edgewatch::runtime::Seams;
 
 #[global_allocator]
-static ALLOC: edgewatch::runtime::hugepages::HugePageAlloc =
-    edgewatch::runtime::hugepages::HugePageAlloc;
+static ALLOC: edgewatch::runtime::HugePageAlloc = edgewatch::runtime::HugePageAlloc;
 
 /// The colour a batch mostly is, from the channels' differences, so it
 /// holds for every family's normalisation and for RGB or BGR order:

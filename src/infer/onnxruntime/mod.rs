@@ -3,7 +3,7 @@
 //! pixel on this model. The library is found and opened at run time; without
 //! it the daemon serves on tract and says why in one line.
 
-pub mod engine;
-pub mod library;
+pub(crate) mod engine;
+pub(crate) mod library;
 
-pub use engine::{OrtModel, Runtime, LABEL};
+pub use engine::{open, OrtModel, Runtime, LABEL};

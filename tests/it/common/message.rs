@@ -3,11 +3,11 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use edgewatch::base::frame::FrameMeta;
-use edgewatch::infer::detector::{FrameResult, Timing};
-use edgewatch::infer::model::ModelInfo;
+use edgewatch::base::FrameMeta;
+use edgewatch::infer::ModelInfo;
+use edgewatch::infer::{FrameResult, Timing};
 use edgewatch::postprocess::Detection;
-use edgewatch::sink::payload::Message;
+use edgewatch::sink::Message;
 
 /// Message number `seq` of source `bench` on device `bench`.
 pub fn sample_message(seq: u64) -> Message {
