@@ -20,6 +20,7 @@ fn frame_dets(i: u64, n: usize) -> Vec<Detection> {
                 score: 0.9,
                 bbox: [x, y, x + 80.0, y + 24.0],
                 quad: None,
+                read: None,
             }
         })
         .collect()

@@ -56,6 +56,9 @@ pub struct Config {
     /// The TensorRT backend (`model.backend = "tensorrt"`).
     #[serde(default)]
     pub tensorrt: crate::infer::tensorrt::settings::TensorrtConfig,
+    /// A second model on the boxes' crops: the text in each box.
+    #[serde(default)]
+    pub read: Option<crate::read::ReadConfig>,
     /// When the configured tile did not fit the budget and a smaller one
     /// was chosen: what was changed, for one INFO line at start-up.
     #[serde(skip)]
@@ -249,6 +252,12 @@ impl Config {
         if let Some(p) = self.model.onnxruntime_library.as_mut() {
             resolve(p);
         }
+        if let Some(r) = self.read.as_mut() {
+            resolve(&mut r.path);
+            if let Some(k) = r.keys_file.as_mut() {
+                resolve(k);
+            }
+        }
         if let Some(m) = self.mqtt.as_mut() {
             resolve(&mut m.outbox);
             for p in [
@@ -338,6 +347,9 @@ impl Config {
         if let Some(m) = &self.mqtt {
             issues.extend(m.validate().into_iter().map(within("mqtt")));
         }
+        if let Some(r) = &self.read {
+            issues.extend(r.validate().into_iter().map(within("read")));
+        }
         issues.extend(crate::source::validate_sources(&self.sources));
         issues
     }
@@ -381,6 +393,19 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(1),
             accelerator,
+            second_stage: self.read.as_ref().map(|r| {
+                let bytes = std::fs::metadata(&r.path).map_or(0, |m| m.len());
+                crate::infer::budget::Item {
+                    name: "read".into(),
+                    bytes: r.planned_bytes(bytes),
+                    detail: format!(
+                        "{:.1} MiB recognizer, batches of {} crops up to {} px wide",
+                        bytes as f64 / (1 << 20) as f64,
+                        r.batch,
+                        r.max_width
+                    ),
+                }
+            }),
         })
     }
 }
@@ -605,6 +630,8 @@ mod tests {
             kind = "rtsp"
             url = "rtsp://cam.local:554/stream1"
             [mqtt]
+            [read]
+            path = "rec.onnx"
         "#,
         )
         .unwrap();

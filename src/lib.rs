@@ -3,10 +3,10 @@
 //! # How a frame flows
 //!
 //! ```text
-//! source ──▶ LatestFrame ──▶ workers ──▶ infer ──▶ postprocess ──▶ events ──▶ sink
-//! (folder,    (one slot per   (runtime/)  (engine,   (boxes from     (tracks,    (MQTT via the
-//!  camera,     stream, the                 tiles,     the model's     zones,      durable outbox,
-//!  RTSP,       newest frame                budget)    outputs)        snapshots)  Home Assistant)
+//! source ──▶ LatestFrame ──▶ workers ──▶ infer ──▶ postprocess ──▶ read ──▶ events ──▶ sink
+//! (folder,    (one slot per   (runtime/)  (engine,   (boxes from     (text in  (tracks,    (MQTT via the
+//!  camera,     stream, the                 tiles,     the model's     each      zones,      durable outbox,
+//!  RTSP,       newest frame                budget)    outputs)        box)      snapshots)  Home Assistant)
 //!  replay)     wins)
 //! ```
 //!
@@ -24,6 +24,7 @@
 //! sink/         payloads, the outbox, MQTT, Home Assistant discovery
 //! source/       folders, V4L2, RTSP, replay; the latest-frame slot, motion
 //! events/       scenes, tracks, zones, snapshots
+//! read/         second models on the boxes' crops: text (CTC), filters
 //! infer/        engines (tract, ONNX Runtime, TensorRT), tiling, the memory plan
 //! postprocess/  detections from outputs: DB text, YOLO, classify, merging
 //! base/         shared by all: shutdown, back-off, restarts, heartbeats,
@@ -41,6 +42,7 @@ pub mod config;
 pub mod events;
 pub mod infer;
 pub mod postprocess;
+pub mod read;
 pub mod runtime;
 pub mod sink;
 pub mod source;

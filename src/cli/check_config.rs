@@ -61,7 +61,18 @@ pub fn check_config(path: &Path, detect_only: bool) -> ExitCode {
         Ok(e) => e,
         Err(e) => return exit_code(path, &Issue::new("model.path", e.to_string()).into()),
     };
+    let reader = match setup::load_reader(&c, &model, plan.workers) {
+        Ok(r) => r,
+        Err(e) => return start_error(path, &e),
+    };
     let mut detector = Detector::new(engine, settings);
+    if let Some(r) = &reader {
+        println!("read: {} characters", r.characters());
+        match r.stage() {
+            Ok(stage) => detector.set_second_stage(Some(stage)),
+            Err(e) => return exit_code(path, &Issue::new("read.path", e.to_string()).into()),
+        }
+    }
     let frame = image::RgbImage::from_pixel(1920, 1080, image::Rgb([128, 128, 128]));
     let started = std::time::Instant::now();
     if let Err(e) = detector.detect_rgb(frame) {

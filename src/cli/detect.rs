@@ -55,6 +55,11 @@ pub fn detect(
         Ok(s) => s,
         Err(e) => return exit_code(path, &e.issue().into()),
     };
+    let reader = match setup::load_reader(&config, &model, workers) {
+        Ok(r) => r,
+        Err(e) => return start_error(path, &e),
+    };
+    let second = || reader.as_ref().map(|r| r.stage()).transpose();
     let next = AtomicUsize::new(0);
     quiet_panics();
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<String, String>)>();
@@ -69,8 +74,15 @@ pub fn detect(
                 }
             };
             let mut detector = Detector::new(engine, settings.clone());
-            let (tx, next, model, config, settings) =
-                (tx.clone(), &next, &model, &config, &settings);
+            match second() {
+                Ok(stage) => detector.set_second_stage(stage),
+                Err(e) => {
+                    eprintln!("edgewatch: {e}");
+                    return usize::MAX;
+                }
+            }
+            let (tx, next, model, config, settings, second) =
+                (tx.clone(), &next, &model, &config, &settings, &second);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(image) = images.get(i) else { break };
@@ -86,6 +98,7 @@ pub fn detect(
                         let why = last_panic();
                         if let Ok(engine) = model.engines.engine() {
                             detector = Detector::new(engine, settings.clone());
+                            detector.set_second_stage(second().ok().flatten());
                         }
                         let _ = tx.send((
                             i,

@@ -497,6 +497,7 @@ mod tests {
             score,
             bbox: [x, 100.0, x + 60.0, 120.0],
             quad: None,
+            read: None,
         }
     }
 

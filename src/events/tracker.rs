@@ -252,6 +252,7 @@ mod tests {
             score,
             bbox,
             quad: None,
+            read: None,
         }
     }
 

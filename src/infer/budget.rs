@@ -74,6 +74,9 @@ pub struct PlanInput<'a> {
     /// A GPU backend's own cost (TensorRT runtime, engine, activations),
     /// planned as one fixed item.
     pub accelerator: Option<Item>,
+    /// A second model on the boxes' crops (`[read]`): its weights and one
+    /// batch of crops.
+    pub second_stage: Option<Item>,
     /// CPU cores available.
     pub cores: usize,
 }
@@ -240,6 +243,7 @@ fn fixed_items(input: &PlanInput<'_>) -> Vec<Item> {
     };
     let mut items = fixed_cpu_items(input, plans);
     items.extend(input.accelerator.clone());
+    items.extend(input.second_stage.clone());
     items
 }
 
@@ -523,6 +527,7 @@ mod tests {
             sources: 1,
             stream_bytes: 0,
             accelerator: None,
+            second_stage: None,
             cores,
         }
     }

@@ -20,6 +20,10 @@ use crate::postprocess::yolo::YoloHead;
 use crate::postprocess::DecodeConfig;
 use crate::postprocess::Detection;
 
+fn no_time(ms: &f64) -> bool {
+    *ms == 0.0
+}
+
 /// Milliseconds spent in each stage of one frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Timing {
@@ -29,6 +33,10 @@ pub struct Timing {
     pub infer: f64,
     /// Post-processing.
     pub post: f64,
+    /// The second stage on the boxes' crops (`[read]`); left out of
+    /// messages when there is none.
+    #[serde(skip_serializing_if = "no_time")]
+    pub read: f64,
     /// Everything.
     pub total: f64,
 }
@@ -61,6 +69,8 @@ pub struct Work {
     pub model_pixels: u64,
     /// Tiles run, and tiles whose map was kept (tile reuse).
     pub tiles: TileCounts,
+    /// Crops the second stage ran (`[read]`).
+    pub crops_read: usize,
 }
 
 /// Why a frame failed, by stage.
@@ -134,6 +144,23 @@ pub struct Detector {
     stitch: Vec<u8>,
     /// The coarse pass's map (`guided`).
     coarse: Vec<u8>,
+    /// What runs on the crops of the boxes (`[read]`).
+    second: Option<Box<dyn SecondStage>>,
+}
+
+/// A second model run on the crops of a frame's detections (reading the
+/// text in each box). Declared here and implemented above (`read/`), so the
+/// detector hands it the pixels it already holds: the frame is never
+/// decoded twice.
+pub trait SecondStage: Send {
+    /// Fills in what it finds in `detections` (frame pixels); `image` is the
+    /// frame as decoded, `frame` its full size. Returns the crops it ran.
+    fn apply(
+        &mut self,
+        image: &RgbImage,
+        frame: (u32, u32),
+        detections: &mut [Detection],
+    ) -> Result<usize, InferError>;
 }
 
 /// How a tile's map goes into the stitched one.
@@ -156,7 +183,13 @@ impl Detector {
             settings,
             stitch: Vec::new(),
             coarse: Vec::new(),
+            second: None,
         }
+    }
+
+    /// Runs `second` on the boxes of every frame from now on.
+    pub fn set_second_stage(&mut self, second: Option<Box<dyn SecondStage>>) {
+        self.second = second;
     }
 
     /// Replaces the engine (a backend switch); buffers and settings stay.
@@ -256,6 +289,11 @@ impl Detector {
                 dets
             }
         };
+        if let Some(second) = self.second.as_mut() {
+            let t = Instant::now();
+            work.crops_read += second.apply(decoded.image, (frame_w, frame_h), &mut detections)?;
+            timing.read = ms(t, Instant::now());
+        }
         detections.shrink_to_fit();
         timing.total = ms(start, Instant::now());
         let scaled_to = (decoded.image.width() != frame_w || decoded.image.height() != frame_h)

@@ -73,6 +73,7 @@ impl ClassifyHead {
                 score: (probs[c] * 1000.0).round() / 1000.0,
                 bbox: [0.0, 0.0, frame_w as f32, frame_h as f32],
                 quad: None,
+                read: None,
             })
             .collect())
     }

@@ -125,6 +125,7 @@ mod tests {
             score,
             bbox,
             quad: None,
+            read: None,
         }
     }
 

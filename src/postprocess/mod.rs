@@ -97,6 +97,21 @@ pub struct Detection {
     /// Corner points, clockwise from top-left, for rotated text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quad: Option<[[f32; 2]; 4]>,
+    /// What a second model read in the box (`[read]`), when it said.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Read>,
+}
+
+/// The text read in a detection's box.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Read {
+    /// The text, as published (a `known` spelling when one was near).
+    pub text: String,
+    /// Mean probability of the characters read, in [0, 1].
+    pub text_score: f32,
+    /// What the model read, when a `known` spelling replaced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_read_as: Option<String>,
 }
 
 impl Detection {
@@ -113,6 +128,7 @@ impl Detection {
             score: (score * 1000.0).round() / 1000.0,
             bbox: [min(xs), min(ys), max(xs), max(ys)],
             quad: Some(quad),
+            read: None,
         }
     }
 }

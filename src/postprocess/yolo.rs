@@ -142,6 +142,7 @@ impl YoloHead {
                 score: (score * 1000.0).round() / 1000.0,
                 bbox: [x1, y1, x2, y2],
                 quad: None,
+                read: None,
             });
         }
         if found.len() > MAX_NMS {

@@ -40,6 +40,7 @@ pub fn run(
     let (mut model, plan) = load_model(&config)?;
     model.engines = seams.engines(model.engines);
     let workers = plan.workers;
+    let reader = crate::runtime::inference::load_reader(&config, &model, workers)?;
     if let Some(note) = &config.plan_fitted {
         tracing::info!("{note}");
     }
@@ -122,6 +123,7 @@ pub fn run(
             heartbeats: heartbeats.clone(),
             infer_timeout,
             scenes: scenes.clone(),
+            reader,
         },
         workers,
     )?;

@@ -10,7 +10,8 @@ use crate::infer::detector::DetectorSettings;
 use crate::infer::model::LoadedModel;
 use crate::infer::onnxruntime::OrtModel;
 use crate::infer::tract::use_multithreaded_matmul;
-use crate::infer::{Backend, InferError};
+use crate::infer::{Backend, EngineFactory, InferError, TractModel};
+use crate::read::{DictionaryError, ReadError, ReadModel};
 
 /// Why the detector's settings cannot be made from a config and its model.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +177,65 @@ fn open_onnxruntime(
     )
     .map_err(|e| e.to_string())
 }
+
+/// The recognizer of `[read]`, on the backend the detector serves on:
+/// ONNX Runtime when the detector has it (the process holds one runtime),
+/// else tract, which plans each batch shape once, so widths go up in steps.
+/// A model that does not load, does not run or whose dictionary does not
+/// fit is the operator's `read.path` to change.
+pub fn load_reader(
+    config: &Config,
+    model: &LoadedModel,
+    workers: usize,
+) -> anyhow::Result<Option<std::sync::Arc<ReadModel>>> {
+    let Some(cfg) = &config.read else {
+        return Ok(None);
+    };
+    let issue =
+        |e: &dyn std::fmt::Display| Issue::new("read.path", format!("{}: {e}", cfg.path.display()));
+    let tract = TractModel::load(&cfg.path).map_err(|e| issue(&e))?;
+    let metadata = tract.metadata("character");
+    let on_ort = model.engines.label() == crate::infer::onnxruntime::LABEL;
+    let (engines, step): (std::sync::Arc<dyn EngineFactory>, u32) = if on_ort {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (cores / workers.max(1)).max(1);
+        let library = crate::infer::onnxruntime::library::locate(
+            config.model.onnxruntime_library.as_deref(),
+            &config.model.path,
+        )
+        .map_err(|e| issue(&e))?;
+        let runtime = crate::infer::onnxruntime::open(&library).map_err(|e| issue(&e))?;
+        let spec = tract.input_spec().clone();
+        let ort = OrtModel::load(runtime, &cfg.path, spec, threads).map_err(|e| issue(&e))?;
+        (std::sync::Arc::new(ort), 1)
+    } else {
+        (std::sync::Arc::new(tract), TRACT_WIDTH_STEP)
+    };
+    let read = ReadModel::new(cfg, engines, metadata, step).map_err(|e| match e {
+        ReadError::Dictionary(d) if cfg.keys_file.is_some() => {
+            Issue::new("read.keys_file", d.to_string())
+        }
+        ReadError::Dictionary(d @ DictionaryError::Missing) => {
+            Issue::new("read.keys_file", d.to_string())
+        }
+        e => issue(&e),
+    })?;
+    tracing::info!(
+        "read: {} on {}, {} characters",
+        cfg.path.display(),
+        if on_ort {
+            "onnxruntime-cpu"
+        } else {
+            "tract-cpu"
+        },
+        read.characters()
+    );
+    Ok(Some(std::sync::Arc::new(read)))
+}
+
+/// Batch widths on tract: each distinct shape is optimised once (about
+/// 0.2 s for PP-OCRv4's recognizer here), so widths go up in steps.
+const TRACT_WIDTH_STEP: u32 = 320;
 
 /// The config sections TensorRT reads, out of the whole configuration.
 #[cfg(feature = "tensorrt")]

@@ -55,6 +55,8 @@ pub struct WorkerShared {
     pub infer_timeout: Duration,
     /// Every stream's tracker.
     pub scenes: Arc<Scenes>,
+    /// The recognizer run on the boxes' crops (`[read]`).
+    pub reader: Option<Arc<crate::read::ReadModel>>,
 }
 
 struct Worker {
@@ -198,7 +200,11 @@ fn fresh_detector(s: &WorkerShared) -> Result<(u64, Detector, &'static str), Str
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    Ok((generation, Detector::new(engine, settings), factory.label()))
+    let mut detector = Detector::new(engine, settings);
+    if let Some(read) = &s.reader {
+        detector.set_second_stage(Some(read.stage().map_err(|e| e.to_string())?));
+    }
+    Ok((generation, detector, factory.label()))
 }
 
 /// One worker's life: takes jobs until stopped or retired.

@@ -47,6 +47,7 @@ fn det(b: [f32; 4]) -> Detection {
         score: 0.9,
         bbox: b,
         quad: None,
+        read: None,
     }
 }
 

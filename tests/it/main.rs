@@ -23,6 +23,7 @@ mod layout;
 mod memory_budget;
 mod onnxruntime;
 mod power_cut;
+mod read;
 mod real_inputs;
 mod reload_sources;
 mod restart;

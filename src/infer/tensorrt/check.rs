@@ -152,6 +152,7 @@ mod tests {
             score: 0.9,
             bbox: b,
             quad: None,
+            read: None,
         }
     }
 

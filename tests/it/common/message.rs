@@ -31,6 +31,7 @@ pub fn sample_message(seq: u64) -> Message {
             decode: 20.0,
             infer: 250.0,
             post: 3.0,
+            read: 0.0,
             total: 273.0,
         },
         work: Default::default(),
