@@ -60,6 +60,7 @@ if $tests; then
     "gstreamer1.0-plugins-ugly:x264enc, the H.264 the RTSP tests stream"
     "prometheus:a real Prometheus scrapes /metrics in the tests; promtool checks its format"
     "netpbm:pnmtotiff writes the G4 TIFF scans the tests read"
+    "time:/usr/bin/time, the peak RSS in benches/peer/bench-read.sh"
   )
 fi
 

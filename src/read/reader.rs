@@ -17,6 +17,10 @@ use crate::postprocess::{Detection, Read};
 /// short words read better with the room.
 const MIN_WIDTH: u32 = 320;
 
+/// Columns in one run of the recognizer (6 crops of 640, 2 of 1920): what
+/// bounds its memory, whatever the lines' lengths.
+pub(crate) const BATCH_COLUMNS: usize = 6 * 640;
+
 /// Why the recognizer cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -142,7 +146,7 @@ impl Reader {
         // Lines of like length share a batch, so little of it is padding.
         crops.sort_by(|a, b| a.1.ratio.total_cmp(&b.1.ratio));
         let run = crops.len();
-        for chunk in crops.chunks(m.batch) {
+        for chunk in batches(&crops, m.batch) {
             let widest = chunk
                 .iter()
                 .map(|(_, c)| c.image.width())
@@ -192,6 +196,27 @@ impl SecondStage for Reader {
     }
 }
 
+/// Runs of at most `batch` crops (sorted by width) and at most
+/// `BATCH_COLUMNS` columns once padded to the widest: the runtime's largest
+/// activation, and ONNX Runtime's arena, follow a run's pixels, so a page of
+/// long lines runs them a few at a time.
+fn batches(crops: &[(usize, Crop)], batch: usize) -> Vec<&[(usize, Crop)]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in 1..=crops.len() {
+        let widest = crops[end - 1].1.image.width().max(MIN_WIDTH) as usize;
+        let n = end - start;
+        if n > 1 && (n > batch || n * widest > BATCH_COLUMNS) {
+            out.push(&crops[start..end - 1]);
+            start = end - 1;
+        }
+    }
+    if start < crops.len() {
+        out.push(&crops[start..]);
+    }
+    out
+}
+
 /// `[n, 3, 48, width]`, each crop normalised as PP-OCR does ((v/255 - 0.5)
 /// / 0.5) and padded with zeros on the right.
 fn batch(chunk: &[(usize, Crop)], width: u32) -> TensorBatch {
@@ -212,5 +237,45 @@ fn batch(chunk: &[(usize, Crop)], width: u32) -> TensorBatch {
     TensorBatch {
         shape: [chunk.len(), 3, h, w],
         data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crop(w: u32) -> (usize, Crop) {
+        (
+            0,
+            Crop {
+                image: RgbImage::new(w, LINE_HEIGHT),
+                ratio: w as f32 / LINE_HEIGHT as f32,
+            },
+        )
+    }
+
+    #[test]
+    fn short_lines_run_six_at_a_time_and_long_ones_a_few() {
+        let crops: Vec<_> = [100, 200, 300, 300, 320, 320, 320, 600, 700, 1900, 1920]
+            .into_iter()
+            .map(crop)
+            .collect();
+        let sizes: Vec<usize> = batches(&crops, 6).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![6, 3, 2], "{sizes:?}");
+        for b in batches(&crops, 6) {
+            let widest = b
+                .iter()
+                .map(|(_, c)| c.image.width().max(MIN_WIDTH))
+                .max()
+                .unwrap();
+            assert!(b.len() == 1 || b.len() * widest as usize <= BATCH_COLUMNS);
+        }
+        let one: Vec<_> = [5000].into_iter().map(crop).collect();
+        assert_eq!(
+            batches(&one, 6).len(),
+            1,
+            "a crop wider than a run still runs"
+        );
+        assert!(batches(&[], 6).is_empty());
     }
 }
