@@ -189,7 +189,7 @@ fn no_password_reaches_a_log() {
 }
 
 /// Every field of a real message (a file through the daemon, scaled and
-/// not) has a row in docs/messages.md's table.
+/// not, with `[read]`) has a row in docs/messages.md's table.
 #[test]
 fn every_message_field_is_in_the_schema_table() {
     let doc =
@@ -205,7 +205,14 @@ fn every_message_field_is_in_the_schema_table() {
     let cfg = write(
         dir.path(),
         "e.toml",
-        &format!("max_pixels = 1000000\n[model]\npath = {}\n", model()),
+        &format!(
+            "max_pixels = 1000000\n[model]\npath = {}\n[read]\npath = {:?}\n",
+            model(),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("engines/ppocr-rec-v4.onnx")
+                .display()
+                .to_string()
+        ),
     );
     let (img, _) = common::textimg::render(1600, 900, 3, 3, 26, 34);
     let small = dir.path().join("small.png");
@@ -222,6 +229,8 @@ fn every_message_field_is_in_the_schema_table() {
         collect(m, "", &mut fields);
     }
     assert!(fields.contains("detections[].quad"), "{fields:?}");
+    assert!(fields.contains("detections[].text"), "{fields:?}");
+    assert!(fields.contains("detections[].text_score"), "{fields:?}");
     for f in &fields {
         assert!(
             table.contains(&format!("`{f}`"))
