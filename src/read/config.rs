@@ -6,6 +6,10 @@ use serde::Deserialize;
 
 use crate::base::issue::Issue;
 
+/// Columns in one run of the recognizer (6 crops of 640, 2 of 1920): what
+/// bounds its memory, whatever the lines' lengths.
+pub(crate) const BATCH_COLUMNS: usize = 6 * 640;
+
 /// The `[read]` section: a PP-OCR-style CTC recognizer and what to keep.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +122,7 @@ impl ReadConfig {
     /// crops, as input and as the largest activation. Measured on a page of
     /// 43 lines on tract: 34 MiB more peak than without `[read]`.
     pub fn planned_bytes(&self, model_bytes: u64) -> u64 {
-        let columns = (crate::read::reader::BATCH_COLUMNS as u64).max(self.max_width as u64);
+        let columns = (BATCH_COLUMNS as u64).max(self.max_width as u64);
         let batch_pixels = 48 * columns;
         model_bytes * 4 + batch_pixels * 4 * 4
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use super::config::ReadConfig;
+use super::config::{ReadConfig, BATCH_COLUMNS};
 use super::crop::{rectify, Crop, LINE_HEIGHT};
 use super::ctc::{decode, Dictionary, DictionaryError};
 use super::filters::Filters;
@@ -16,10 +16,6 @@ use crate::postprocess::{Detection, Read};
 /// PP-OCR pads every batch to at least 320 columns (its training width):
 /// short words read better with the room.
 const MIN_WIDTH: u32 = 320;
-
-/// Columns in one run of the recognizer (6 crops of 640, 2 of 1920): what
-/// bounds its memory, whatever the lines' lengths.
-pub(crate) const BATCH_COLUMNS: usize = 6 * 640;
 
 /// Why the recognizer cannot be used.
 #[derive(Debug, thiserror::Error)]
